@@ -1,0 +1,57 @@
+# CWSAM for QGIS: set-up, tests and tools. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Debian's interpreter: the only one that can import PyQGIS.
+SYSTEM_PYTHON ?= /usr/bin/python3
+VENV          ?= .venv
+PY            := $(VENV)/bin/python
+STAMP         := $(VENV)/.setup-stamp
+APT_PACKAGES  := python3-qgis python3-venv python3-pip qgis
+SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS   ?=
+
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: help setup test test-slow bench clean apt-deps
+
+help:
+	@echo "make setup      install system packages (apt) and .venv with pinned dependencies"
+	@echo "make test       run the whole test suite headless (runs setup when needed)"
+	@echo "make test-slow  also run the opt-in slow tests (full-size SAM backbones)"
+	@echo "make bench      run the benchmarks in bench/"
+	@echo "make clean      remove .venv, caches and test outputs"
+
+setup: $(STAMP)
+
+# Re-run only when the pins or the project metadata change.
+$(STAMP): requirements.txt pyproject.toml
+	@$(MAKE) --no-print-directory apt-deps
+	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) tools/check_env.py
+	@touch $@
+
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "System packages present: $(APT_PACKAGES)"; fi
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest --runslow $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/bench_model.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info .test-profile
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

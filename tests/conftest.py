@@ -1,0 +1,71 @@
+"""Test session set-up: one headless QgsApplication with a throw-away profile.
+
+The QgsApplication is created at import time, before pytest-qt could create a plain QApplication,
+and is never exited: ``exitQgis()`` segfaults at interpreter exit while Python still references
+layers (see ENVIRONMENT.md, pitfall 5).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+_PROFILE_DIR = tempfile.mkdtemp(prefix="cwsam-qgis-profile-")
+os.environ["QGIS_CUSTOM_CONFIG_PATH"] = _PROFILE_DIR
+# rasterio bundles its own PROJ: a PROJ_LIB pointing at Debian's proj.db breaks it.
+for _var in ("PROJ_LIB", "PROJ_DATA"):
+    os.environ.pop(_var, None)
+
+from qgis.core import QgsApplication  # noqa: E402
+
+_QGIS_APP = QgsApplication([], False, _PROFILE_DIR)
+_QGIS_APP.setPrefixPath("/usr", True)
+_QGIS_APP.initQgis()
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests (full-size backbones)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow test: run with --runslow (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    import numpy
+    import rasterio
+    import torch
+    from qgis.core import Qgis
+
+    return [
+        f"QGIS {Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {numpy.__version__}, "
+        f"rasterio {rasterio.__version__} (GDAL {rasterio.__gdal_version__}), python {sys.version.split()[0]}",
+        f"QGIS profile: {_PROFILE_DIR}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def qgis_app() -> QgsApplication:
+    """The session's QgsApplication."""
+    return _QGIS_APP
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real SAR data beside the project; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real SAR data not found at {SHARED_DATA} (a fresh clone has no ../shared)")
+    return SHARED_DATA
