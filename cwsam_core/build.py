@@ -1,0 +1,178 @@
+"""The registry of named backbones and the one builder of CWSAM models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from segment_anything.modeling import TwoWayTransformer
+
+from .checkpoint import (
+    CheckpointError,
+    LoadReport,
+    encoder_shape,
+    file_sha256,
+    from_authors_layout,
+    is_authors_layout,
+    load_into_model,
+    read_state_dict,
+    sam_state_for_cwsam,
+)
+from .modeling import CWSAM, AdaptedImageEncoderViT, ClasswiseMaskDecoder
+from .trainable import configure_trainable
+
+PATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Encoder and decoder sizes of one named backbone."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: Tuple[int, ...]
+    window_size: int = 14
+    prompt_dim: int = 256
+    decoder_mlp_dim: int = 2048
+    decoder_heads: int = 8
+    iou_head_hidden_dim: int = 256
+    default_input_size: int = 1024
+    sam_checkpoint: Optional[str] = None  # official file name, where SAM released one
+    description: str = ""
+
+
+BACKBONES: Dict[str, BackboneConfig] = {
+    "vit_b": BackboneConfig(768, 12, 12, (2, 5, 8, 11), sam_checkpoint="sam_vit_b_01ec64.pth",
+                            description="SAM ViT-B (GPU; CPU at S=512 is slow)"),
+    "vit_l": BackboneConfig(1024, 24, 16, (5, 11, 17, 23), sam_checkpoint="sam_vit_l_0b3195.pth",
+                            description="SAM ViT-L (GPU)"),
+    "vit_h": BackboneConfig(1280, 32, 16, (7, 15, 23, 31), sam_checkpoint="sam_vit_h_4b8939.pth",
+                            description="SAM ViT-H (large GPU)"),
+    # Small configurations with SAM's layout, trained from scratch: CPU machines, the demo, tests.
+    "vit_tiny": BackboneConfig(256, 6, 4, (2, 5), window_size=8, prompt_dim=64, decoder_mlp_dim=256,
+                               decoder_heads=4, iou_head_hidden_dim=64, default_input_size=256,
+                               description="small ViT trained from scratch (CPU, no SAM weights)"),
+    "vit_nano": BackboneConfig(64, 2, 2, (1,), window_size=4, prompt_dim=32, decoder_mlp_dim=64,
+                               decoder_heads=2, iou_head_hidden_dim=32, default_input_size=128,
+                               description="minimal ViT for unit tests"),
+}
+
+
+def backbone_config(name: str) -> BackboneConfig:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+
+
+def backbone_by_shape(width: int, depth: int) -> Optional[str]:
+    """The registered backbone whose encoder has this width and depth, if any."""
+    for name, config in BACKBONES.items():
+        if (config.embed_dim, config.depth) == (width, depth):
+            return name
+    return None
+
+
+def build_model(backbone: str, num_classes: int, input_size: Optional[int] = None) -> CWSAM:
+    """A randomly initialised CWSAM model; every parameter trainable."""
+    config = backbone_config(backbone)
+    size = input_size or config.default_input_size
+    if size <= 0 or size % PATCH_SIZE:
+        raise ValueError(f"input size must be a positive multiple of {PATCH_SIZE} pixels, got {size}")
+    encoder = AdaptedImageEncoderViT(
+        img_size=size,
+        patch_size=PATCH_SIZE,
+        embed_dim=config.embed_dim,
+        depth=config.depth,
+        num_heads=config.num_heads,
+        out_chans=config.prompt_dim,
+        window_size=config.window_size,
+        global_attn_indexes=config.global_attn_indexes,
+    )
+    decoder = ClasswiseMaskDecoder(
+        num_classes=num_classes,
+        transformer_dim=config.prompt_dim,
+        transformer=TwoWayTransformer(
+            depth=2, embedding_dim=config.prompt_dim, mlp_dim=config.decoder_mlp_dim, num_heads=config.decoder_heads
+        ),
+        iou_head_hidden_dim=config.iou_head_hidden_dim,
+    )
+    model = CWSAM(encoder, decoder, backbone=backbone)
+    configure_trainable(model, pretrained_encoder=False)
+    return model
+
+
+def load_sam_weights(model: CWSAM, sam_checkpoint: Path | str) -> LoadReport:
+    """Load an official SAM checkpoint into ``model`` and freeze the pretrained encoder.
+
+    Every image-encoder and mask-decoder tensor is used; SAM's no-mask embedding and positional
+    encoding come from its prompt encoder; position tables are interpolated for S != 1024.
+    """
+    state = read_state_dict(sam_checkpoint)
+    width, depth = encoder_shape(state)
+    expected = backbone_config(model.backbone)
+    if (width, depth) != (expected.embed_dim, expected.depth):
+        looks_like = backbone_by_shape(width, depth)
+        described = f"a {looks_like} checkpoint" if looks_like else f"an encoder of width {width} and depth {depth}"
+        raise CheckpointError(
+            f"{Path(sam_checkpoint).name} looks like {described}, but the model uses backbone {model.backbone}; "
+            f"choose backbone {looks_like or 'matching the file'} or the {model.backbone} checkpoint "
+            f"({expected.sam_checkpoint or 'none released'})"
+        )
+    if is_authors_layout(state):
+        raise CheckpointError(
+            f"{Path(sam_checkpoint).name} is a checkpoint saved by the CWSAM authors' code, not an official SAM "
+            "checkpoint: import it with cwsam_core.build.load_authors_checkpoint"
+        )
+    selected, ignored = sam_state_for_cwsam(state)
+    report = load_into_model(model, selected, allow_new=True)
+    report.ignored = ignored
+    model.sam_checkpoint_identity = {"name": Path(sam_checkpoint).name, "sha256": file_sha256(sam_checkpoint)}
+    configure_trainable(model, pretrained_encoder=True)
+    return report
+
+
+def build_cwsam(
+    backbone: str,
+    num_classes: int,
+    sam_checkpoint: Optional[Path | str] = None,
+    input_size: Optional[int] = None,
+) -> CWSAM:
+    """Build CWSAM with a named backbone, optionally from an official SAM checkpoint.
+
+    With a checkpoint, SAM's encoder is frozen and only CWSAM's additions and the decoder train;
+    without one, the whole model trains from scratch (the intended use of the small backbones).
+    ``input_size`` defaults to the backbone's (1024 for SAM's own).
+    """
+    model = build_model(backbone, num_classes, input_size)
+    if sam_checkpoint is not None:
+        load_sam_weights(model, sam_checkpoint)
+    return model
+
+
+def load_authors_checkpoint(path: Path | str, input_size: Optional[int] = None) -> Tuple[CWSAM, LoadReport]:
+    """Build a CWSAM model from a checkpoint saved by the authors' code (e.g. their FUSAR-Map model).
+
+    The backbone and the number of classes are read from tensor shapes; the unused third adapter of
+    each block is dropped. The file holds the frozen SAM weights too, so nothing else is needed.
+    """
+    state = read_state_dict(path)
+    if not is_authors_layout(state):
+        raise CheckpointError(f"{path} is not a checkpoint of the CWSAM authors' code (no Space_Adapter tensors)")
+    state, dropped = from_authors_layout(state)
+    width, depth = encoder_shape(state)
+    backbone = backbone_by_shape(width, depth)
+    if backbone is None:
+        raise CheckpointError(f"{path}: no registered backbone has an encoder of width {width} and depth {depth}")
+    head = state.get("mask_decoder.class_head.3.weight")
+    if head is None:
+        raise CheckpointError(f"{path} has no class head (mask_decoder.cls_upscaling): not a CWSAM checkpoint")
+    mask_dim = backbone_config(backbone).prompt_dim // 8
+    model = build_model(backbone, head.shape[0] // mask_dim, input_size)
+    report = load_into_model(model, state, allow_new=False)
+    report.ignored = dropped
+    model.sam_checkpoint_identity = {"name": Path(path).name, "sha256": file_sha256(path)}
+    configure_trainable(model, pretrained_encoder=True)
+    return model, report

@@ -1,0 +1,58 @@
+"""The whole CWSAM model: adapted encoder, classwise decoder and the prompt-free decoder inputs."""
+
+from __future__ import annotations
+
+import torch
+from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
+from torch import nn
+from torch.nn import functional as F
+
+from .classwise_decoder import ClasswiseMaskDecoder
+from .image_encoder import AdaptedImageEncoderViT
+
+
+class CWSAM(nn.Module):
+    """ClassWise-SAM-Adapter: B x 3 x S x S normalised images -> B x N x S x S class logits.
+
+    ``pe_layer`` and ``no_mask_embed`` are the two pieces of SAM's prompt encoder that a prompt-free
+    decoder needs; they take SAM's pretrained values when a checkpoint is loaded.
+    """
+
+    def __init__(
+        self,
+        image_encoder: AdaptedImageEncoderViT,
+        mask_decoder: ClasswiseMaskDecoder,
+        backbone: str = "custom",
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.mask_decoder = mask_decoder
+        prompt_dim = mask_decoder.transformer_dim
+        self.pe_layer = PositionEmbeddingRandom(prompt_dim // 2)
+        self.no_mask_embed = nn.Embedding(1, prompt_dim)
+        self.backbone = backbone
+        # Set by the builder when SAM weights are loaded: {"name": file name, "sha256": digest}.
+        self.sam_checkpoint_identity: dict | None = None
+        # True when the encoder holds pretrained SAM weights (then only its additions train).
+        self.pretrained_encoder = False
+
+    @property
+    def num_classes(self) -> int:
+        return self.mask_decoder.num_classes
+
+    @property
+    def input_size(self) -> int:
+        return self.image_encoder.img_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: B x 3 x S x S (S = ``input_size``) -> logits B x N x S x S."""
+        if images.shape[-2:] != (self.input_size, self.input_size):
+            raise ValueError(
+                f"expected images of {self.input_size} x {self.input_size} pixels, got "
+                f"{tuple(images.shape[-2:])}: tile the raster or build the model with that input size"
+            )
+        embeddings = self.image_encoder(images)
+        image_pe = self.pe_layer(tuple(embeddings.shape[-2:])).unsqueeze(0)
+        dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        logits = self.mask_decoder(embeddings, image_pe.to(embeddings.dtype), dense)
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)

@@ -1,0 +1,74 @@
+"""The task-specific input module: low-frequency content of the SAR image as per-block prompts."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def low_pass(images: torch.Tensor, keep_fraction: float = 0.25) -> torch.Tensor:
+    """Keep the central ``keep_fraction`` of the 2-D spectrum; return the magnitude image.
+
+    images: B x C x H x W -> B x C x H x W (absolute value of the real part, as in the authors' code).
+    The FFT runs in float32 outside autocast: half-precision FFTs need power-of-two sizes on CUDA.
+    """
+    height, width = images.shape[-2:]
+    half = int(math.sqrt(height * width * keep_fraction) / 2)
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        spectrum = torch.fft.fftshift(torch.fft.fft2(images.float(), norm="forward"), dim=(-2, -1))
+        mask = torch.zeros(height, width, device=images.device, dtype=torch.bool)
+        cy, cx = height // 2, width // 2
+        mask[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half] = True
+        spectrum = spectrum * mask
+        filtered = torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1)), norm="forward")
+    return filtered.real.abs().to(images.dtype)
+
+
+class LowFrequencyInputModule(nn.Module):
+    """Per-block prompts from the low-pass image and the frozen patch embedding.
+
+    features = PatchConv(lowpass(I)) + Linear(D -> d)(PatchEmbed(I))       B x h x w x d, d = D / 32
+    prompt_i = SharedProj(d -> D)(GELU(Linear_i(d -> d)(features)))        B x h x w x D
+    prompt_i is added to the tokens before block i.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        depth: int,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        scale_factor: int = 32,
+        keep_fraction: float = 0.25,
+    ) -> None:
+        super().__init__()
+        hidden = max(1, embed_dim // scale_factor)
+        self.keep_fraction = keep_fraction
+        self.patch_conv = nn.Conv2d(in_chans, hidden, kernel_size=patch_size, stride=patch_size)
+        self.embedding_proj = nn.Linear(embed_dim, hidden)
+        self.block_mlps = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
+        self.act = nn.GELU()
+        self.shared_proj = nn.Linear(hidden, embed_dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The authors' initialisation: trunc-normal linears, He-style conv, zero biases.
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+                nn.init.zeros_(module.bias)
+
+    def features(self, images: torch.Tensor, patch_embedding: torch.Tensor) -> torch.Tensor:
+        """images: B x 3 x S x S, patch_embedding: B x h x w x D -> B x h x w x d."""
+        low = self.patch_conv(low_pass(images, self.keep_fraction)).permute(0, 2, 3, 1)
+        return low + self.embedding_proj(patch_embedding)
+
+    def prompt(self, features: torch.Tensor, block_index: int) -> torch.Tensor:
+        """features: B x h x w x d -> the prompt of block ``block_index``, B x h x w x D."""
+        return self.shared_proj(self.act(self.block_mlps[block_index](features)))
