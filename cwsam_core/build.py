@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from segment_anything.modeling import TwoWayTransformer
+from functools import partial
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from .checkpoint import (
     CheckpointError,
@@ -102,6 +105,36 @@ def build_model(backbone: str, num_classes: int, input_size: Optional[int] = Non
     model = CWSAM(encoder, decoder, backbone=backbone)
     configure_trainable(model, pretrained_encoder=False)
     return model
+
+
+def build_bare_sam(backbone: str, input_size: Optional[int] = None) -> Sam:
+    """``segment_anything``'s own Sam with a registered backbone's sizes, randomly initialised.
+
+    For ``vit_b/l/h`` at 1024 px this is exactly ``sam_model_registry[backbone]()``. Used to write
+    checkpoints in the official layout (tests, benchmarks) and as the bare-SAM baseline.
+    """
+    config = backbone_config(backbone)
+    size = input_size or config.default_input_size
+    grid = size // PATCH_SIZE
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=size, patch_size=PATCH_SIZE, embed_dim=config.embed_dim, depth=config.depth,
+            num_heads=config.num_heads, mlp_ratio=4, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=config.global_attn_indexes,
+            window_size=config.window_size, out_chans=config.prompt_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_dim, image_embedding_size=(grid, grid), input_image_size=(size, size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=config.prompt_dim, mlp_dim=config.decoder_mlp_dim, num_heads=config.decoder_heads
+            ),
+            transformer_dim=config.prompt_dim, iou_head_depth=3, iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+    )
 
 
 def load_sam_weights(model: CWSAM, sam_checkpoint: Path | str) -> LoadReport:

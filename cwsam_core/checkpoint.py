@@ -64,9 +64,10 @@ def torch_load_safely(path: Path | str, what: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line), "")
         raise CheckpointError(
             f"{path} contains pickled Python objects, which can run code when loaded; refusing to load it. "
-            f"Only tensors and plain values are accepted ({str(exc).splitlines()[0]})"
+            f"Only tensors and plain values are accepted{f' ({detail})' if detail else ''}"
         ) from None
     except Exception as exc:  # zip/format errors from torch
         raise CheckpointError(f"{path} is not a PyTorch checkpoint that can be read ({type(exc).__name__}: {exc})") from None

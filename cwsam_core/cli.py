@@ -25,8 +25,26 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _info(args: argparse.Namespace) -> int:
+    from .model_file import ModelFileError, read_model_card
+
+    try:
+        card = read_model_card(args.model)
+    except ModelFileError as exc:
+        raise CliError(str(exc)) from None
+    print(f"CWSAM model file: {args.model}")
+    print(card.describe())
+    return 0
+
+
+def _register_info(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("info", help="print the model card of a CWSAM model file")
+    parser.add_argument("model", metavar="MODEL_FILE", help="a CWSAM model file (.cwsam.pt)")
+    parser.set_defaults(func=_info)
+
+
 # Each entry adds one subcommand to the parser; its handler is stored as the ``func`` default.
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_info]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

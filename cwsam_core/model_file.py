@@ -1,0 +1,210 @@
+"""The CWSAM model file: trained tensors plus everything needed to use them (the model card).
+
+One ``torch.save`` of plain values and tensors, read back with ``weights_only=True`` so loading
+never runs code. Models fine-tuned from SAM store only the tensors that trained (a few MB) and name
+the SAM checkpoint they need by file name and SHA-256; models trained from scratch store every
+tensor and are self-contained.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from . import __version__
+from .build import backbone_config, build_model, load_sam_weights
+from .checkpoint import CheckpointError, file_sha256, load_into_model, torch_load_safely
+from .modeling import CWSAM
+from .trainable import configure_trainable, trainable_names
+
+FORMAT = "cwsam-model"
+FORMAT_VERSION = 1
+INPUT_SCALES = ("db", "linear", "amplitude")
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used, with what to do about it."""
+
+
+@dataclass
+class ClassInfo:
+    """One output class: the value written to the class raster, its name and colour (#rrggbb)."""
+
+    value: int
+    name: str
+    color: str
+
+
+@dataclass
+class ModelCard:
+    """What a model file says about its model."""
+
+    backbone: str
+    input_size: int
+    classes: List[ClassInfo]
+    bands: List[str] = field(default_factory=lambda: ["VV", "VH"])
+    input_scale: str = "db"
+    normalization: Optional[Dict[str, List[float]]] = None  # {"mean": [3], "std": [3]} of the model input
+    tile_size: Optional[int] = None
+    tile_overlap: float = 0.25
+    gsd: Optional[float] = None
+    sam_checkpoint: Optional[Dict[str, str]] = None  # {"name", "sha256"}; None when self-contained
+    provenance: Dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        self.classes = [c if isinstance(c, ClassInfo) else ClassInfo(**c) for c in self.classes]
+        if self.input_scale not in INPUT_SCALES:
+            raise ModelFileError(f"input scale must be one of {', '.join(INPUT_SCALES)}, got {self.input_scale!r}")
+        if len({c.value for c in self.classes}) != len(self.classes):
+            raise ModelFileError("class values must be unique")
+        if self.tile_size is None:
+            self.tile_size = self.input_size
+
+    @property
+    def self_contained(self) -> bool:
+        return self.sam_checkpoint is None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ModelCard":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def describe(self) -> str:
+        """The model card as text, for ``cwsam info`` and the plugin."""
+        lines = [
+            f"Backbone:        {self.backbone} (input {self.input_size} x {self.input_size} px)",
+            f"Weights:         " + (
+                "self-contained (trained from scratch)"
+                if self.self_contained
+                else f"needs SAM checkpoint {self.sam_checkpoint['name']} (sha256 {self.sam_checkpoint['sha256'][:12]}...)"
+            ),
+            f"Bands expected:  {', '.join(self.bands)}",
+            f"Input scale:     {self.input_scale}",
+            "Normalisation:   " + (
+                f"mean {_fmt(self.normalization['mean'])}, std {_fmt(self.normalization['std'])}"
+                if self.normalization else "none stored (computed from the raster being classified)"
+            ),
+            f"Tiles:           {self.tile_size} px, overlap {self.tile_overlap:.0%}",
+            f"GSD:             {self.gsd if self.gsd is not None else 'unknown'}",
+            f"Classes ({len(self.classes)}):",
+            *[f"  {c.value:>4}  {c.color}  {c.name}" for c in self.classes],
+        ]
+        if self.provenance:
+            lines.append("Provenance:")
+            lines += [f"  {k}: {v}" for k, v in self.provenance.items()]
+        lines.append(f"Format version:  {self.format_version}")
+        return "\n".join(lines)
+
+
+def _fmt(values: List[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def default_classes(num_classes: int) -> List[ClassInfo]:
+    """Placeholder classes 0..N-1 with distinct colours, for models built without a class list."""
+    palette = ["#1f5fff", "#2e9e3f", "#d9a21b", "#c73b3b", "#8c8c8c", "#8e44ad", "#16a085", "#e67e22",
+               "#34495e", "#f1c40f"]
+    return [ClassInfo(i, f"class {i}", palette[i % len(palette)]) for i in range(num_classes)]
+
+
+def save_model_file(path: Path | str, model: CWSAM, card: ModelCard) -> Path:
+    """Write ``model`` and ``card`` to ``path`` atomically (a temporary file renamed at the end).
+
+    The card's backbone, input size and SAM identity are taken from the model. A model with a
+    pretrained encoder stores only its trained tensors; one trained from scratch stores all.
+    """
+    path = Path(path)
+    if len(card.classes) != model.num_classes:
+        raise ModelFileError(f"the card lists {len(card.classes)} classes but the model has {model.num_classes}")
+    card.backbone, card.input_size = model.backbone, model.input_size
+    card.sam_checkpoint = model.sam_checkpoint_identity if model.pretrained_encoder else None
+    card.provenance.setdefault("cwsam_version", __version__)
+    card.provenance.setdefault("torch_version", str(torch.__version__))
+    state = model.state_dict()
+    if model.pretrained_encoder:
+        state = {k: state[k] for k in sorted(trainable_names(model))}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "card": card.to_dict(),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)  # the previous file stays intact until this succeeds
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_model_file(path: Path | str) -> Tuple[ModelCard, Dict[str, torch.Tensor]]:
+    """The card and stored tensors of a model file, loaded without unpickling code."""
+    try:
+        payload = torch_load_safely(path, "model file")
+    except CheckpointError as exc:
+        raise ModelFileError(str(exc)) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path} is not a CWSAM model file (a SAM checkpoint goes in the SAM checkpoint setting, "
+            "a CWSAM model file is made by `cwsam train` or the plugin's Fine-tune)"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model file format {version}; this CWSAM ({__version__}) reads up to {FORMAT_VERSION}: upgrade CWSAM"
+        )
+    return ModelCard.from_dict(payload["card"]), payload["state_dict"]
+
+
+def read_model_card(path: Path | str) -> ModelCard:
+    return read_model_file(path)[0]
+
+
+def load_model_file(
+    path: Path | str, sam_checkpoint: Optional[Path | str] = None, device: str | torch.device = "cpu"
+) -> Tuple[CWSAM, ModelCard]:
+    """Build the model a file describes and load its tensors; returns it in eval mode on ``device``.
+
+    A file fine-tuned from SAM needs the same SAM checkpoint it was trained with, checked by SHA-256.
+    """
+    card, state = read_model_file(path)
+    backbone_config(card.backbone)  # an unknown backbone name fails with the list of known ones
+    model = build_model(card.backbone, len(card.classes), card.input_size)
+    if not card.self_contained:
+        wanted = card.sam_checkpoint
+        if sam_checkpoint is None:
+            raise ModelFileError(
+                f"{Path(path).name} was fine-tuned from SAM and needs the SAM checkpoint {wanted['name']}: give its path"
+            )
+        digest = file_sha256(sam_checkpoint)
+        if digest != wanted["sha256"]:
+            raise ModelFileError(
+                f"the SAM checkpoint {Path(sam_checkpoint).name} (sha256 {digest[:12]}...) is not the one this model "
+                f"was trained with: {wanted['name']} (sha256 {wanted['sha256'][:12]}...)"
+            )
+        try:
+            load_sam_weights(model, sam_checkpoint)
+        except CheckpointError as exc:
+            raise ModelFileError(str(exc)) from None
+        state = {**{k: v for k, v in model.state_dict().items()}, **state}
+    try:
+        load_into_model(model, state, allow_new=False)
+    except CheckpointError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    configure_trainable(model, pretrained_encoder=not card.self_contained)
+    if not card.self_contained:
+        model.sam_checkpoint_identity = dict(card.sam_checkpoint)
+    return model.to(device).eval(), card

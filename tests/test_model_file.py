@@ -1,0 +1,186 @@
+"""Model files: round trips, SAM identity, refusal of pickled code, the authors' checkpoints, `cwsam info`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from model_helpers import write_sam_checkpoint
+
+from cwsam_core.build import build_cwsam, load_authors_checkpoint
+from cwsam_core.checkpoint import AUTHORS_KEY_MAP
+from cwsam_core.model_file import (
+    ClassInfo, ModelCard, ModelFileError, load_model_file, read_model_card, save_model_file,
+)
+
+CLASSES = [ClassInfo(0, "water", "#1f5fff"), ClassInfo(1, "vegetation", "#2e9e3f"), ClassInfo(5, "urban", "#c73b3b")]
+
+
+def make_card(**overrides) -> ModelCard:
+    values = dict(backbone="vit_nano", input_size=128, classes=list(CLASSES), bands=["VV", "VH"], input_scale="db",
+                  normalization={"mean": [-12.0, -19.0, 7.0], "std": [4.0, 4.5, 3.0]}, provenance={"epochs": 3})
+    values.update(overrides)
+    return ModelCard(**values)
+
+
+@pytest.fixture(scope="module")
+def sam_checkpoint(tmp_path_factory):
+    return write_sam_checkpoint(tmp_path_factory.mktemp("sam") / "sam_vit_nano.pth", "vit_nano", seed=1)
+
+
+def _perturb(model):
+    # Stand in for training: change every trainable tensor, so a round trip that dropped one would show.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.01)
+
+
+def test_self_contained_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = build_cwsam("vit_nano", 3).eval()
+    _perturb(model)
+    path = save_model_file(tmp_path / "scratch.cwsam.pt", model, make_card())
+    loaded, card = load_model_file(path)
+    assert card.self_contained and card.sam_checkpoint is None
+    assert [c.name for c in card.classes] == ["water", "vegetation", "urban"]
+    assert card.normalization["std"] == [4.0, 4.5, 3.0]
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(model(images), loaded(images))
+
+
+def test_fine_tuned_file_stores_only_trained_tensors_and_checks_sam(tmp_path, sam_checkpoint):
+    torch.manual_seed(0)
+    model = build_cwsam("vit_nano", 3, sam_checkpoint=sam_checkpoint).eval()
+    _perturb(model)
+    path = save_model_file(tmp_path / "tuned.cwsam.pt", model, make_card())
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    assert "image_encoder.blocks.0.attn.qkv.weight" not in stored
+    assert "image_encoder.blocks.0.attn_adapter.down.weight" in stored
+    assert "mask_decoder.class_head.3.weight" in stored
+    assert set(stored) == {n for n, p in model.named_parameters() if p.requires_grad}
+    card = read_model_card(path)
+    assert card.sam_checkpoint["name"] == "sam_vit_nano.pth" and len(card.sam_checkpoint["sha256"]) == 64
+
+    loaded, _ = load_model_file(path, sam_checkpoint=sam_checkpoint)
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(model(images), loaded(images))
+    assert not loaded.image_encoder.blocks[0].attn.qkv.weight.requires_grad
+
+    with pytest.raises(ModelFileError, match="needs the SAM checkpoint sam_vit_nano.pth"):
+        load_model_file(path)
+    other = write_sam_checkpoint(tmp_path / "sam_other.pth", "vit_nano", seed=2)
+    with pytest.raises(ModelFileError, match="is not the one this model was trained with"):
+        load_model_file(path, sam_checkpoint=other)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_file_with_pickled_code_is_refused(tmp_path):
+    marker = tmp_path / "code-ran"
+    payload = _RunsCode()
+    payload.marker = str(marker)
+    crafted = tmp_path / "evil.cwsam.pt"
+    torch.save({"format": "cwsam-model", "format_version": 1, "card": payload, "state_dict": {}}, crafted)
+    with pytest.raises(ModelFileError, match="pickled Python objects.*refusing to load"):
+        load_model_file(crafted)
+    assert not marker.exists(), "loading ran code from the file"
+
+
+def test_other_files_are_not_model_files(tmp_path, sam_checkpoint):
+    with pytest.raises(ModelFileError, match="is not a CWSAM model file"):
+        load_model_file(sam_checkpoint)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model_file(tmp_path / "nothing.pt")
+    future = tmp_path / "future.cwsam.pt"
+    torch.save({"format": "cwsam-model", "format_version": 99, "card": {}, "state_dict": {}}, future)
+    with pytest.raises(ModelFileError, match="format 99"):
+        load_model_file(future)
+
+
+def test_save_is_atomic_and_keeps_previous_file_on_failure(tmp_path, monkeypatch):
+    model = build_cwsam("vit_nano", 3)
+    path = save_model_file(tmp_path / "m.cwsam.pt", model, make_card())
+    before = path.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_model_file(path, build_cwsam("vit_nano", 3), make_card())
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cwsam.pt"]
+
+
+def test_card_validation():
+    with pytest.raises(ModelFileError, match="input scale"):
+        make_card(input_scale="decibel")
+    with pytest.raises(ModelFileError, match="unique"):
+        make_card(classes=[ClassInfo(1, "a", "#000000"), ClassInfo(1, "b", "#ffffff")])
+    with pytest.raises(ModelFileError, match="lists 3 classes but the model has 2"):
+        save_model_file("/tmp/never.pt", build_cwsam("vit_nano", 2), make_card())
+
+
+def _to_authors_layout(state):
+    """Our keys -> the authors' (the inverse of AUTHORS_KEY_MAP), plus their unused third adapter."""
+    inverse = {
+        "attn_adapter.down.": "Space_Adapter.D_fc1.", "attn_adapter.up.": "Space_Adapter.D_fc2.",
+        "mlp_adapter.down.": "MLP_Adapter.D_fc1.", "mlp_adapter.up.": "MLP_Adapter.D_fc2.",
+        "input_module.shared_proj.": "prompt_generator.shared_mlp.",
+        "input_module.embedding_proj.": "prompt_generator.embedding_generator.",
+        "input_module.patch_conv.": "prompt_generator.prompt_generator.proj.",
+        "mask_decoder.class_head.": "mask_decoder.cls_upscaling.",
+    }
+    out = {}
+    for key, value in state.items():
+        for ours, theirs in inverse.items():
+            key = key.replace(ours, theirs)
+        if ".input_module.block_mlps." in key:
+            index, rest = key.split(".input_module.block_mlps.")[1].split(".", 1)
+            key = f"image_encoder.prompt_generator.lightweight_mlp_{index}.0.{rest}"
+        out[key] = value
+        if "Space_Adapter" in key:
+            out[key.replace("Space_Adapter", "Depth_Adapter")] = torch.randn_like(value)
+    return out
+
+
+def test_authors_checkpoint_layout_loads_with_nothing_missing(tmp_path):
+    torch.manual_seed(0)
+    model = build_cwsam("vit_nano", 5).eval()
+    authors = _to_authors_layout(model.state_dict())
+    assert any(k.startswith("image_encoder.prompt_generator.lightweight_mlp_1.0.") for k in authors)
+    assert len(AUTHORS_KEY_MAP) == 9
+    path = tmp_path / "model_epoch_best.pth"
+    torch.save({f"module.{k}": v for k, v in authors.items()}, path)  # as saved from a DDP wrapper
+    loaded, report = load_authors_checkpoint(path)
+    assert loaded.num_classes == 5 and loaded.backbone == "vit_nano"
+    assert report.missing == [] and report.new == [] and report.unexpected == []
+    assert report.ignored and all(".Depth_Adapter." in k for k in report.ignored)
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(model(images), loaded.eval()(images))
+
+
+def test_cli_info_prints_the_model_card(tmp_path):
+    path = save_model_file(tmp_path / "card.cwsam.pt", build_cwsam("vit_nano", 3), make_card(gsd=10.0))
+    cwsam = Path(sys.executable).with_name("cwsam")
+    result = subprocess.run([str(cwsam), "info", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "vit_nano (input 128 x 128 px)" in out
+    assert "self-contained" in out
+    assert "VV, VH" in out and "db" in out
+    assert "#c73b3b  urban" in out
+    assert "epochs: 3" in out
+    bad = subprocess.run([str(cwsam), "info", str(tmp_path / "nope.pt")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "model file not found" in bad.stderr
