@@ -64,7 +64,7 @@ def torch_load_safely(path: Path | str, what: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line), "")
+        detail = next((line.strip() for line in str(exc).splitlines() if "unsupported" in line.lower()), "")
         raise CheckpointError(
             f"{path} contains pickled Python objects, which can run code when loaded; refusing to load it. "
             f"Only tensors and plain values are accepted{f' ({detail})' if detail else ''}"

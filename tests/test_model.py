@@ -188,3 +188,20 @@ def test_vit_b_official_layout_loads_and_counts(tmp_path):
     trainable, total = parameter_counts(model)
     assert (trainable, total) == (11_189_296, 101_412_244)
     assert trainable / total <= 0.12
+
+
+def _low_pass_reference(images, keep_fraction=0.25):
+    """The authors' formulation: complex FFT, fftshift, central square, inverse, |real|."""
+    height, width = images.shape[-2:]
+    half = int((height * width * keep_fraction) ** 0.5 / 2)
+    spectrum = torch.fft.fftshift(torch.fft.fft2(images, norm="forward"), dim=(-2, -1))
+    mask = torch.zeros(height, width)
+    mask[height // 2 - half : height // 2 + half, width // 2 - half : width // 2 + half] = 1
+    return torch.fft.ifft2(torch.fft.ifftshift(spectrum * mask, dim=(-2, -1)), norm="forward").real.abs()
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (128, 96), (48, 80)])
+def test_low_pass_equals_the_authors_formulation(shape):
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, *shape)
+    torch.testing.assert_close(low_pass(images), _low_pass_reference(images), atol=1e-5, rtol=1e-4)

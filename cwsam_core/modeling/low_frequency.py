@@ -8,22 +8,32 @@ import torch
 from torch import nn
 
 
+def _centered_box(frequencies: torch.Tensor, half: int) -> torch.Tensor:
+    """1 where an integer frequency lies in the kept band [-half, half) of the shifted spectrum."""
+    return ((frequencies >= -half) & (frequencies < half)).float()
+
+
 def low_pass(images: torch.Tensor, keep_fraction: float = 0.25) -> torch.Tensor:
     """Keep the central ``keep_fraction`` of the 2-D spectrum; return the magnitude image.
 
-    images: B x C x H x W -> B x C x H x W (absolute value of the real part, as in the authors' code).
-    The FFT runs in float32 outside autocast: half-precision FFTs need power-of-two sizes on CUDA.
+    images: B x C x H x W -> B x C x H x W. Same result as the authors' fftshift, central-square mask
+    (half-width floor(sqrt(H W r) / 2)), inverse FFT, real part, absolute value; computed with real
+    FFTs, whose Hermitian symmetry needs the mask averaged with its mirror (the real part of the
+    complex filter is exactly that). In float32 outside autocast: half-precision FFTs need
+    power-of-two sizes on CUDA.
     """
     height, width = images.shape[-2:]
     half = int(math.sqrt(height * width * keep_fraction) / 2)
     with torch.autocast(device_type=images.device.type, enabled=False):
-        spectrum = torch.fft.fftshift(torch.fft.fft2(images.float(), norm="forward"), dim=(-2, -1))
-        mask = torch.zeros(height, width, device=images.device, dtype=torch.bool)
-        cy, cx = height // 2, width // 2
-        mask[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half] = True
-        spectrum = spectrum * mask
-        filtered = torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1)), norm="forward")
-    return filtered.real.abs().to(images.dtype)
+        fy = torch.fft.fftfreq(height, 1.0 / height, device=images.device).round()
+        fx = torch.fft.rfftfreq(width, 1.0 / width, device=images.device).round()
+        mask = (
+            _centered_box(fy, half)[:, None] * _centered_box(fx, half)[None, :]
+            + _centered_box(-fy, half)[:, None] * _centered_box(-fx, half)[None, :]
+        ) / 2
+        spectrum = torch.fft.rfft2(images.float()) * mask
+        filtered = torch.fft.irfft2(spectrum, s=(height, width))
+    return filtered.abs().to(images.dtype)
 
 
 class LowFrequencyInputModule(nn.Module):
