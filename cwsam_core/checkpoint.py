@@ -109,17 +109,20 @@ def encoder_shape(state: StateDict) -> Tuple[int, int]:
     return width, len(blocks)
 
 
-def file_sha256(path: Path | str, _cache: Dict[Tuple[str, int, int], str] = {}) -> str:
+_SHA256_CACHE: Dict[Tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path | str) -> str:
     """SHA-256 of a file, cached per (path, size, mtime) for this process (SAM files are large)."""
     stat = os.stat(path)
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _cache:
+    if key not in _SHA256_CACHE:
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(chunk)
-        _cache[key] = digest.hexdigest()
-    return _cache[key]
+        _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]
 
 
 def is_authors_layout(state: StateDict) -> bool:

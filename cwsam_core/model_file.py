@@ -199,7 +199,7 @@ def load_model_file(
             load_sam_weights(model, sam_checkpoint)
         except CheckpointError as exc:
             raise ModelFileError(str(exc)) from None
-        state = {**{k: v for k, v in model.state_dict().items()}, **state}
+        state = {**model.state_dict(), **state}
     try:
         load_into_model(model, state, allow_new=False)
     except CheckpointError as exc:
