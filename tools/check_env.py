@@ -22,6 +22,7 @@ CHECKS = [
     ("matplotlib", "__version__", "plots in the plugin"),
     ("qgis.core", None, "PyQGIS"),
     ("PyQt5.QtCore", "PYQT_VERSION_STR", "Qt bindings shared with QGIS"),
+    ("tqdm", "__version__", "progress bars of the command line"),
     ("pytest", "__version__", "tests"),
     ("pytestqt", None, "Qt tests"),
 ]
