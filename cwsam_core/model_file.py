@@ -174,15 +174,23 @@ def read_model_card(path: Path | str) -> ModelCard:
 
 
 def load_model_file(
-    path: Path | str, sam_checkpoint: Optional[Path | str] = None, device: str | torch.device = "cpu"
+    path: Path | str,
+    sam_checkpoint: Optional[Path | str] = None,
+    device: str | torch.device = "cpu",
+    input_size: Optional[int] = None,
 ) -> Tuple[CWSAM, ModelCard]:
     """Build the model a file describes and load its tensors; returns it in eval mode on ``device``.
 
     A file fine-tuned from SAM needs the same SAM checkpoint it was trained with, checked by SHA-256.
+    ``input_size`` other than the trained one interpolates the position tables (a visible choice:
+    the model was trained at ``card.input_size``); the returned card keeps the trained size.
     """
     card, state = read_model_file(path)
     backbone_config(card.backbone)  # an unknown backbone name fails with the list of known ones
-    model = build_model(card.backbone, len(card.classes), card.input_size)
+    try:
+        model = build_model(card.backbone, len(card.classes), input_size or card.input_size)
+    except ValueError as exc:
+        raise ModelFileError(str(exc)) from None
     if not card.self_contained:
         wanted = card.sam_checkpoint
         if sam_checkpoint is None:
