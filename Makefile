@@ -51,6 +51,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_model.py
+	$(PY) bench/bench_classify.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info .test-profile
