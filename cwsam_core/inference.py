@@ -34,6 +34,9 @@ from .raster_output import CLASS_NODATA, category_names_aux_xml, colormap, publi
 LOG = logging.getLogger("cwsam")
 ProgressCallback = Callable[[float, str], None]
 CONFIDENCE_NODATA = 255
+# GDAL block cache while classifying: bounded, so memory does not follow the raster size (rasterio
+# passes an integer to GDALSetCacheMax, which counts bytes).
+GDAL_CACHE_BYTES = 64 * 2**20
 
 
 class ClassificationError(RuntimeError):
@@ -212,7 +215,7 @@ def classify_raster(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.Env(GDAL_CACHEMAX=64), _open_raster(input_path) as dataset:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), _open_raster(input_path) as dataset:
                 if dataset.crs is None:
                     warn(f"{input_path.name} has no coordinate reference system (radar geometry or a plain image): "
                          "the output keeps its pixel grid and is not georeferenced")

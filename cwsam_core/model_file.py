@@ -20,11 +20,11 @@ from . import __version__
 from .build import backbone_config, build_model, load_sam_weights
 from .checkpoint import CheckpointError, file_sha256, load_into_model, torch_load_safely
 from .modeling import CWSAM
+from .radiometry import INPUT_SCALES
 from .trainable import configure_trainable, trainable_names
 
 FORMAT = "cwsam-model"
 FORMAT_VERSION = 1
-INPUT_SCALES = ("db", "linear", "amplitude")
 
 
 class ModelFileError(ValueError):
