@@ -14,6 +14,7 @@ import platform
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -105,9 +106,8 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def _pixel_area(dataset: rasterio.io.DatasetReader, row_start: int, rows: int) -> Tuple[np.ndarray, str]:
+def _pixel_area(transform, crs, row_start: int, rows: int) -> Tuple[np.ndarray, str]:
     """Area of one pixel in each of ``rows`` rows: m^2 for projected and geographic CRSs, pixels otherwise."""
-    transform, crs = dataset.transform, dataset.crs
     cell = abs(transform.a * transform.e - transform.b * transform.d)
     if crs is None:
         return np.ones(rows), "pixels"
@@ -287,7 +287,8 @@ def _run_tiles(
     device: torch.device, output: Path, confidence: Optional[Path],
     progress: Optional[ProgressCallback], should_cancel: Optional[Callable[[], bool]],
 ) -> Tuple[Dict[int, int], Dict[int, float], str]:
-    height, width = dataset.height, dataset.width
+    # Read once: the dataset is read by a background thread below and must not be touched meanwhile.
+    height, width, transform, crs = dataset.height, dataset.width, dataset.transform, dataset.crs
     rows, cols = tile_offsets(height, tile, stride), tile_offsets(width, tile, stride)
     values = np.array([c.value for c in card.classes], dtype=np.uint8)
     window = blend_window(tile)
@@ -318,33 +319,40 @@ def _run_tiles(
                 top = probabilities.max(axis=0) / np.maximum(weights, 1e-12)
                 percent = np.where(valid, np.clip(np.round(top * 100), 0, 100), CONFIDENCE_NODATA).astype(np.uint8)
                 conf_dst.write(percent[None], window=Window(0, start, width, n))
-            pixel_area, area_unit = _pixel_area(dataset, start, n)
+            pixel_area, area_unit = _pixel_area(transform, crs, start, n)
             for index in range(len(values)):
                 hits = (best == index) & valid
                 counts[index] += int(hits.sum())
                 areas[index] += float((hits.sum(axis=1) * pixel_area).sum())
 
-        for row in rows:
-            flush(row)  # rows above this tile row are final
-            batch: List[Tuple[int, np.ndarray, np.ndarray]] = []
-            for position, col in enumerate(cols):
-                image, valid = reader.read(Window(col, row, tile, tile))
-                if valid.any():  # all-nodata tiles are skipped without running the model
-                    batch.append((col, image, valid))
-                done_tiles += 1
-                if len(batch) == batch_size or (position == len(cols) - 1 and batch):
-                    if should_cancel is not None and should_cancel():
-                        raise ClassificationCancelled("classification cancelled; nothing was written")
+        # Batches are formed within a tile row; the next batch's windows are read in a background
+        # thread while the model runs (GDAL and numpy release the GIL), so I/O hides behind compute.
+        jobs = [(row, cols[i : i + batch_size]) for row in rows for i in range(0, len(cols), batch_size)]
+
+        def load(job: Tuple[int, List[int]]) -> Tuple[int, list]:
+            row, job_cols = job
+            return row, [(col, *reader.read(Window(col, row, tile, tile))) for col in job_cols]
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(load, jobs[0])
+            for index in range(len(jobs)):
+                row, tiles = pending.result()
+                if index + 1 < len(jobs):
+                    pending = pool.submit(load, jobs[index + 1])
+                if should_cancel is not None and should_cancel():
+                    raise ClassificationCancelled("classification cancelled; nothing was written")
+                if row > strip.top:
+                    flush(row)  # every tile of the rows above is done: they are final
+                batch = [(col, image, valid) for col, image, valid in tiles if valid.any()]  # skip all-nodata
+                if batch:
                     images = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
                     with torch.inference_mode(), _autocast(device):
                         probabilities = torch.softmax(model(images).float(), dim=1).cpu().numpy()
                     for (tile_col, _, tile_valid), tile_probabilities in zip(batch, probabilities):
                         strip.add(row, tile_col, tile_probabilities, tile_valid, window)
-                    batch = []
+                done_tiles += len(tiles)
                 if progress is not None:
                     progress(done_tiles / total_tiles, f"tile {done_tiles} of {total_tiles}")
-            if should_cancel is not None and should_cancel():
-                raise ClassificationCancelled("classification cancelled; nothing was written")
         flush(rows[-1] + tile)
     finally:
         out_dst.close()
