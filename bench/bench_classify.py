@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -28,7 +27,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_common import peak_rss_bytes  # noqa: E402
 from cwsam_core.build import build_cwsam  # noqa: E402
 from cwsam_core.inference import _autocast, classify_raster, select_device, tile_offsets  # noqa: E402
 from cwsam_core.model_file import ClassInfo, ModelCard  # noqa: E402
@@ -95,7 +96,7 @@ def overhead_and_throughput(backbone: str, tile: int, raster_size: int, batch_si
 def peak_rss_child(raster_size: int) -> int:
     model, card = model_and_card("vit_tiny", 256)
     classify_raster(scene(raster_size), OUT / f"memory_{raster_size}.tif", model, card, batch_size=4, device="cpu")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return peak_rss_bytes()
 
 
 def peak_rss(raster_size: int) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,9 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_common import peak_rss_bytes  # noqa: E402
 from cwsam_core.build import build_bare_sam, build_cwsam  # noqa: E402
 from cwsam_core.trainable import configure_trainable, parameter_counts  # noqa: E402
 
@@ -89,7 +90,7 @@ def train_step_memory(backbone: str, size: int, batch: int, frozen: bool, checkp
     loss.backward()
     optimizer.step()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_bytes()
     trainable, total = parameter_counts(model)
     return {"before": before, "peak": peak, "step_bytes": peak - before, "seconds": seconds,
             "trainable": trainable, "total": total}

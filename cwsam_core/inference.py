@@ -320,10 +320,10 @@ def _run_tiles(
                 percent = np.where(valid, np.clip(np.round(top * 100), 0, 100), CONFIDENCE_NODATA).astype(np.uint8)
                 conf_dst.write(percent[None], window=Window(0, start, width, n))
             pixel_area, area_unit = _pixel_area(transform, crs, start, n)
-            for index in range(len(values)):
-                hits = (best == index) & valid
-                counts[index] += int(hits.sum())
-                areas[index] += float((hits.sum(axis=1) * pixel_area).sum())
+            counted = best[valid]
+            counts[:] += np.bincount(counted, minlength=len(values))
+            areas[:] += np.bincount(counted, weights=np.broadcast_to(pixel_area[:, None], best.shape)[valid],
+                                    minlength=len(values))
 
         # Batches are formed within a tile row; the next batch's windows are read in a background
         # thread while the model runs (GDAL and numpy release the GIL), so I/O hides behind compute.
