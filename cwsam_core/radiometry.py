@@ -259,8 +259,10 @@ class NormalizationStats:
 def normalize(channels: np.ndarray, stats: NormalizationStats) -> np.ndarray:
     """3 x H x W channels -> 3 x H x W float32 ``(channels - mean) / std``, per channel."""
     mean = np.asarray(stats.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(stats.std, dtype=np.float32)[:, None, None]
-    return ((np.asarray(channels, dtype=np.float32) - mean) / std).astype(np.float32)
+    scale = 1.0 / np.asarray(stats.std, dtype=np.float32)[:, None, None]
+    out = np.subtract(channels, mean, dtype=np.float32)  # a new array: the input is left as it was
+    out *= scale
+    return out
 
 
 def channel_stats(channels: np.ndarray, valid: np.ndarray) -> NormalizationStats:
@@ -312,7 +314,8 @@ class SarReader:
 
         sample = None
         if input_scale == AUTO or normalization is None:
-            sample = self._read_sample(sample_pixels)
+            # Detecting the scale needs far fewer pixels than statistics the model will be normalised with.
+            sample = self._read_sample(sample_pixels if normalization is None else min(sample_pixels, 100_000))
             if not valid_mask(sample, self.nodata).any():
                 raise RadiometryError(
                     f"{dataset.name} is all nodata (nodata value {self.nodata}) in bands "
@@ -380,7 +383,9 @@ class SarReader:
         raw = self.dataset.read(self.band_indexes, window=Window(left, top, right - left, bottom - top))
         channels, inside_valid = self._prepare(raw)
         inside = normalize(channels, self.stats)
-        inside[:, ~inside_valid] = 0.0
+        np.copyto(inside, 0.0, where=~inside_valid)  # broadcast over channels; NaN-safe, unlike a product
+        if (top, left, bottom, right) == (row_off, col_off, row_off + height, col_off + width):
+            return inside, inside_valid  # the window lies inside the raster: no padding to add
         rows = slice(top - row_off, bottom - row_off)
         cols = slice(left - col_off, right - col_off)
         image[:, rows, cols] = inside
