@@ -38,6 +38,8 @@ CONFIDENCE_NODATA = 255
 # GDAL block cache while classifying: bounded, so memory does not follow the raster size (rasterio
 # passes an integer to GDALSetCacheMax, which counts bytes).
 GDAL_CACHE_BYTES = 64 * 2**20
+# Finished rows are written in chunks of this many columns, so temporaries do not follow the width.
+FLUSH_COLUMNS = 1024
 
 
 class ClassificationError(RuntimeError):
@@ -139,14 +141,17 @@ class _StripAccumulator:
         self.weights[top : top + height, col : col + width] += weights
         self.valid[top : top + height, col : col + width] |= valid[:height, :width]
 
-    def take(self, rows: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Remove and return the first ``rows`` finished rows (probabilities, weights, valid)."""
-        out = (self.probabilities[:, :rows].copy(), self.weights[:rows].copy(), self.valid[:rows].copy())
+    def finished(self, rows: int, col_start: int, col_stop: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views of the first ``rows`` rows, columns [col_start, col_stop): probabilities, weights, valid."""
+        cols = slice(col_start, col_stop)
+        return self.probabilities[:, :rows, cols], self.weights[:rows, cols], self.valid[:rows, cols]
+
+    def advance(self, rows: int) -> None:
+        """Drop the first ``rows`` rows (written out) and open as many empty ones at the bottom."""
         for array in (self.probabilities, self.weights, self.valid):
             array[..., : array.shape[-2] - rows, :] = array[..., rows:, :]
             array[..., array.shape[-2] - rows :, :] = 0
         self.top += rows
-        return out
 
 
 def _check_output_path(path: Path, what: str) -> None:
@@ -304,26 +309,28 @@ def _run_tiles(
         out_dst.write_colormap(1, colormap(card.classes))
 
         def flush(upto: int) -> None:
+            """Write the finished rows [strip.top, upto), in column chunks so temporaries stay small."""
             nonlocal area_unit
             start = strip.top
             n = min(upto, height) - start
-            if n <= 0:
-                return
-            probabilities, weights, valid = strip.take(upto - start)
-            probabilities, weights, valid = probabilities[:, :n], weights[:n], valid[:n]
-            valid &= weights > 0
-            best = probabilities.argmax(axis=0)
-            classes = np.where(valid, values[best], CLASS_NODATA).astype(np.uint8)
-            out_dst.write(classes[None], window=Window(0, start, width, n))
-            if conf_dst is not None:
-                top = probabilities.max(axis=0) / np.maximum(weights, 1e-12)
-                percent = np.where(valid, np.clip(np.round(top * 100), 0, 100), CONFIDENCE_NODATA).astype(np.uint8)
-                conf_dst.write(percent[None], window=Window(0, start, width, n))
-            pixel_area, area_unit = _pixel_area(transform, crs, start, n)
-            counted = best[valid]
-            counts[:] += np.bincount(counted, minlength=len(values))
-            areas[:] += np.bincount(counted, weights=np.broadcast_to(pixel_area[:, None], best.shape)[valid],
-                                    minlength=len(values))
+            if n > 0:
+                pixel_area, area_unit = _pixel_area(transform, crs, start, n)
+                for c0 in range(0, width, FLUSH_COLUMNS):
+                    c1 = min(c0 + FLUSH_COLUMNS, width)
+                    probabilities, weights, valid = strip.finished(n, c0, c1)
+                    valid = valid & (weights > 0)
+                    best = probabilities.argmax(axis=0)
+                    classes = np.where(valid, values[best], CLASS_NODATA).astype(np.uint8)
+                    out_dst.write(classes[None], window=Window(c0, start, c1 - c0, n))
+                    if conf_dst is not None:
+                        top = probabilities.max(axis=0) / np.maximum(weights, 1e-12)
+                        percent = np.where(valid, np.clip(np.round(top * 100), 0, 100), CONFIDENCE_NODATA)
+                        conf_dst.write(percent.astype(np.uint8)[None], window=Window(c0, start, c1 - c0, n))
+                    counted = best[valid]
+                    counts[:] += np.bincount(counted, minlength=len(values))
+                    row_areas = np.broadcast_to(pixel_area[:, None], best.shape)[valid]
+                    areas[:] += np.bincount(counted, weights=row_areas, minlength=len(values))
+            strip.advance(upto - start)
 
         # Batches are formed within a tile row; the next batch's windows are read in a background
         # thread while the model runs (GDAL and numpy release the GIL), so I/O hides behind compute.

@@ -100,7 +100,10 @@ def test_rasters_of_any_size_classify(tmp_path, nano_model_file, height, width):
     assert sum(result.pixel_counts.values()) == height * width
 
 
-def test_tiled_equals_one_piece_for_a_per_pixel_model(tmp_path):
+def test_tiled_equals_one_piece_for_a_per_pixel_model(tmp_path, monkeypatch):
+    import cwsam_core.inference
+
+    monkeypatch.setattr(cwsam_core.inference, "FLUSH_COLUMNS", 50)  # rows are written in several column chunks
     image = write_sar(tmp_path / "sar.tif", 150, 170, seed=3)
     tiled = classify_raster(image, tmp_path / "tiled.tif", PerPixelModel(32), card_for(32),
                             confidence_path=tmp_path / "tiled_conf.tif", overlap=0.25, batch_size=5)
