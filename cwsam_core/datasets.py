@@ -19,6 +19,7 @@ from rasterio.windows import Window
 
 from .losses import IGNORE_INDEX
 from .model_file import ClassInfo
+from .windows import clip_window
 
 
 class TrainingDataError(ValueError):
@@ -78,13 +79,10 @@ class RasterLabels:
 
     def read(self, window: Window) -> np.ndarray:
         """h x w int64 class indexes for an image window, ``IGNORE_INDEX`` where unlabelled or outside."""
-        row, col, height, width = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
-        labels = np.full((height, width), IGNORE_INDEX, dtype=np.int64)
-        top, left = max(row, 0), max(col, 0)
-        bottom, right = min(row + height, self._reader.height), min(col + width, self._reader.width)
-        if bottom > top and right > left:
-            values = self._reader.read(1, window=Window(left, top, right - left, bottom - top))
-            labels[top - row : bottom - row, left - col : right - col] = self._map(values)
+        shape, part = clip_window(window, self._reader.height, self._reader.width)
+        labels = np.full(shape, IGNORE_INDEX, dtype=np.int64)
+        if part is not None:
+            labels[part.rows, part.cols] = self._map(self._reader.read(1, window=part.inside))
         return labels
 
     def _map(self, values: np.ndarray) -> np.ndarray:

@@ -25,6 +25,8 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from .windows import clip_window
+
 INPUT_SCALES = ("db", "linear", "amplitude")
 AUTO = "auto"
 
@@ -278,12 +280,6 @@ def channel_stats(channels: np.ndarray, valid: np.ndarray) -> NormalizationStats
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _int_window(window: Window) -> Tuple[int, int, int, int]:
-    """(row_off, col_off, height, width) of ``window`` as integers: tiles are whole pixels."""
-    return (int(round(window.row_off)), int(round(window.col_off)),
-            int(round(window.height)), int(round(window.width)))
-
-
 class SarReader:
     """Reads windows of an open rasterio dataset as normalised 3-channel model input.
 
@@ -372,22 +368,18 @@ class SarReader:
         pixels outside the raster, nodata pixels and pixels with no value in the model's scale
         are invalid and 0.0 in the image.
         """
-        row_off, col_off, height, width = _int_window(window)
+        (height, width), part = clip_window(window, self.dataset.height, self.dataset.width)
         image = np.zeros((3, height, width), dtype=np.float32)
         valid = np.zeros((height, width), dtype=bool)
-        top, left = max(row_off, 0), max(col_off, 0)
-        bottom = min(row_off + height, self.dataset.height)
-        right = min(col_off + width, self.dataset.width)
-        if bottom <= top or right <= left:
+        if part is None:
             return image, valid
-        raw = self.dataset.read(self.band_indexes, window=Window(left, top, right - left, bottom - top))
+        raw = self.dataset.read(self.band_indexes, window=part.inside)
         channels, inside_valid = self._prepare(raw)
         inside = normalize(channels, self.stats)
         np.copyto(inside, 0.0, where=~inside_valid)  # broadcast over channels; NaN-safe, unlike a product
-        if (top, left, bottom, right) == (row_off, col_off, row_off + height, col_off + width):
+        if part.whole:
             return inside, inside_valid  # the window lies inside the raster: no padding to add
-        rows = slice(top - row_off, bottom - row_off)
-        cols = slice(left - col_off, right - col_off)
+        rows, cols = part.rows, part.cols
         image[:, rows, cols] = inside
         valid[rows, cols] = inside_valid
         return image, valid
