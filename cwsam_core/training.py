@@ -1,0 +1,392 @@
+"""Fine-tuning CWSAM on labelled rasters: sampling, loop, validation, best-model selection, resume.
+
+One epoch = ``steps_per_epoch`` optimizer steps on random windows drawn inside the training blocks
+of every source, followed by a validation pass over the held-out blocks. The window draw of epoch
+``e`` depends only on (seed, e), so a run resumed from its saved state draws exactly what an
+uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from . import __version__
+from .build import build_cwsam
+from .checkpoint import CheckpointError, file_sha256, torch_load_safely
+from .datasets import RasterLabels, TrainingDataError, block_split, random_window
+from .inference import _autocast, select_device
+from .losses import IGNORE_INDEX, SegmentationLoss, class_weights_from_counts
+from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
+from .model_file import ClassInfo, ModelCard, save_model_file
+from .radiometry import NormalizationStats, SarReader
+from .trainable import trainable_names
+
+LOG = logging.getLogger("cwsam")
+
+
+@dataclass
+class TrainingSource:
+    """One labelled image: an image raster and a label raster of class values (any grid)."""
+
+    image: Path
+    labels: Path
+
+
+@dataclass
+class TrainConfig:
+    backbone: str
+    classes: List[ClassInfo]
+    output: Path
+    sam_checkpoint: Optional[Path] = None
+    tile_size: Optional[int] = None
+    bands: List[str] = field(default_factory=lambda: ["VV", "VH"])
+    input_scale: str = "auto"
+    model_scale: str = "db"
+    ignore_values: List[int] = field(default_factory=list)
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    batch_size: int = 4
+    accumulate: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    val_fraction: float = 0.2
+    class_weights: Optional[List[float]] = None  # None: inverse square-root frequency of the training labels
+    dice_weight: float = 0.0
+    augment: bool = True
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+    seed: int = 0
+    validation_batch: int = 4
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_miou: float
+    val_overall_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    best_epoch: int
+    best_miou: float
+    history: List[EpochRecord]
+    cancelled: bool
+
+
+ProgressCallback = Callable[[Dict[str, object]], None]
+
+
+class _Source:
+    """An open training source: reader, labels and its training / validation blocks."""
+
+    def __init__(self, source: TrainingSource, config: TrainConfig, tile: int, seed: int) -> None:
+        self.path = Path(source.image)
+        if not self.path.is_file():
+            raise TrainingDataError(f"image raster not found: {self.path}")
+        self.dataset = rasterio.open(self.path)
+        self.labels = RasterLabels(source.labels, self.dataset, config.classes, config.ignore_values)
+        self.stats = self.labels.stats()
+        # Blocks of two tiles a side: random training windows move inside them, validation blocks stay unseen.
+        self.train_blocks, self.val_blocks = block_split(
+            self.dataset.height, self.dataset.width, 2 * tile, config.val_fraction, seed
+        )
+        self.reader: Optional[SarReader] = None
+
+    def open_reader(self, config: TrainConfig, normalization: Optional[dict]) -> SarReader:
+        self.reader = SarReader(self.dataset, config.bands, config.model_scale, input_scale=config.input_scale,
+                                normalization=normalization, warn=LOG.warning)
+        return self.reader
+
+    def close(self) -> None:
+        self.labels.close()
+        self.dataset.close()
+
+
+def _combined_statistics(readers: Sequence[SarReader], weights: Sequence[float]) -> NormalizationStats:
+    """Per-channel mean and std over several rasters, weighted by their pixel counts."""
+    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    means = np.array([r.stats.mean for r in readers])
+    variances = np.array([np.square(r.stats.std) for r in readers])
+    mean = (w[:, None] * means).sum(axis=0)
+    variance = (w[:, None] * (variances + np.square(means - mean))).sum(axis=0)
+    return NormalizationStats(mean.tolist(), np.sqrt(np.maximum(variance, 1e-12)).tolist())
+
+
+def _augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
+    """Random flips and 90-degree rotations, the same for image (C x H x W) and labels (H x W)."""
+    k = int(rng.integers(4))
+    image, labels = np.rot90(image, k, axes=(1, 2)), np.rot90(labels, k)
+    if rng.integers(2):
+        image, labels = image[:, :, ::-1], labels[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(labels)
+
+
+def _draw_batch(sources: List[_Source], tile: int, batch: int, rng: np.random.Generator, augment: bool):
+    """``batch`` labelled windows from the training blocks, sources chosen by their training area."""
+    areas = np.array([sum(b.width * b.height for b in s.train_blocks) for s in sources], dtype=np.float64)
+    images, labels = [], []
+    attempts = 0
+    while len(images) < batch:
+        attempts += 1
+        if attempts > 50 * batch:
+            raise TrainingDataError(
+                "no labelled pixels found in the training part of the data after many tries: check the labels, "
+                "the class values and the ignore values"
+            )
+        source = sources[int(rng.choice(len(sources), p=areas / areas.sum()))]
+        block = source.train_blocks[int(rng.integers(len(source.train_blocks)))]
+        window = random_window(block, tile, rng)
+        target = source.labels.read(window)
+        image, valid = source.reader.read(window)
+        target[~valid] = IGNORE_INDEX  # nodata pixels carry no label
+        if not (target != IGNORE_INDEX).any():
+            continue
+        if augment:
+            image, target = _augment(image, target, rng)
+        images.append(image)
+        labels.append(target)
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))
+
+
+def _validation_windows(sources: List[_Source], tile: int):
+    for source in sources:
+        for block in source.val_blocks:
+            for row in range(int(block.row_off), int(block.row_off + block.height), tile):
+                for col in range(int(block.col_off), int(block.col_off + block.width), tile):
+                    # Only the block's own pixels are scored: the rest of the window is masked out.
+                    height = min(tile, int(block.row_off + block.height) - row)
+                    width = min(tile, int(block.col_off + block.width) - col)
+                    yield source, Window(col, row, tile, tile), height, width
+
+
+def validate(model, sources: List[_Source], tile: int, num_classes: int, device: torch.device,
+             batch_size: int) -> SegmentationMetrics:
+    """Metrics on the validation blocks (one confusion matrix over all their labelled pixels)."""
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    model.eval()
+    pending: list = []
+
+    def run() -> None:
+        images = torch.from_numpy(np.stack([p[0] for p in pending])).to(device)
+        with torch.inference_mode(), _autocast(device):
+            predictions = model(images).argmax(dim=1).cpu().numpy()
+        for (_, target), prediction in zip(pending, predictions):
+            confusion[:] += confusion_matrix(target, prediction, num_classes, ignore=target == IGNORE_INDEX)
+        pending.clear()
+
+    for source, window, height, width in _validation_windows(sources, tile):
+        image, valid = source.reader.read(window)
+        target = source.labels.read(window)
+        target[~valid] = IGNORE_INDEX
+        target[height:, :] = IGNORE_INDEX
+        target[:, width:] = IGNORE_INDEX
+        if (target != IGNORE_INDEX).any():
+            pending.append((image, target))
+        if len(pending) == batch_size:
+            run()
+    if pending:
+        run()
+    model.train()
+    return metrics_from_confusion(confusion)
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return factor
+
+
+def _atomic_torch_save(payload: dict, path: Path) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def state_path(output: Path) -> Path:
+    return output.with_name(output.name + ".state.pt")
+
+
+def train(
+    sources: Sequence[TrainingSource],
+    config: TrainConfig,
+    resume: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    should_cancel: Optional[Callable[[], bool]] = None,
+) -> TrainResult:
+    """Fine-tune (or train from scratch) a CWSAM model; keeps the model file of the best validation mIoU.
+
+    Writes ``config.output`` (the best model so far), ``<output>.state.pt`` (everything needed to
+    resume, saved atomically every epoch) and ``<output>.log.csv`` (metrics per epoch).
+    """
+    output = Path(config.output)
+    if not output.parent.is_dir():
+        raise TrainingDataError(f"output folder does not exist: {output.parent}")
+    if len(config.classes) < 2:
+        raise TrainingDataError("at least two classes are needed to train a classifier")
+    device = select_device(config.device)
+    torch.manual_seed(config.seed)
+    model = build_cwsam(config.backbone, len(config.classes), config.sam_checkpoint, config.tile_size)
+    model.image_encoder.gradient_checkpointing = config.gradient_checkpointing
+    tile = model.input_size
+    opened = [_Source(s, config, tile, config.seed) for s in sources]
+    try:
+        counts = sum(s.stats.class_pixels for s in opened)
+        for s in opened:
+            if s.stats.unnamed:
+                LOG.warning("%s: label values not in the class list are ignored: %s", s.labels.path.name,
+                            ", ".join(f"{v} ({n} px)" for v, n in sorted(s.stats.unnamed.items())))
+        if (counts > 0).sum() < 2:
+            raise TrainingDataError(
+                f"the labels hold {int((counts > 0).sum())} of the classes (pixels per class: {counts.tolist()}): "
+                "at least two classes need labelled pixels"
+            )
+        readers = [s.open_reader(config, None) for s in opened]
+        stats = _combined_statistics(readers, [s.dataset.width * s.dataset.height for s in opened])
+        for s in opened:
+            s.open_reader(config, stats.to_dict())
+        weights = (torch.tensor(config.class_weights, dtype=torch.float32) if config.class_weights
+                   else class_weights_from_counts(counts))
+        loss_fn = SegmentationLoss(weights.to(device), config.dice_weight)
+        model.to(device).train()
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        total_steps = config.epochs * config.steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps, total_steps))
+        use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        start_epoch, best_miou, best_epoch, history = 0, -1.0, -1, []
+        if resume:
+            start_epoch, best_miou, best_epoch, history = _load_state(output, model, optimizer, scheduler, scaler)
+        card = ModelCard(
+            backbone=config.backbone, input_size=tile, classes=list(config.classes), bands=list(config.bands),
+            input_scale=config.model_scale, normalization=stats.to_dict(),
+        )
+        data_fingerprint = [{"image": str(s.image), "labels": str(s.labels), "image_sha256": file_sha256(s.image),
+                             "labels_sha256": file_sha256(s.labels)} for s in sources]
+        cancelled = False
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            rng = np.random.default_rng([config.seed, epoch])
+            losses = []
+            for step in range(config.steps_per_epoch):
+                if should_cancel is not None and should_cancel():
+                    cancelled = True
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                for _ in range(config.accumulate):
+                    images, target = _draw_batch(opened, tile, config.batch_size, rng, config.augment)
+                    with _autocast(device):
+                        logits = model(images.to(device))
+                    loss = loss_fn(logits, target.to(device)) / config.accumulate
+                    scaler.scale(loss).backward()
+                    losses.append(loss.item() * config.accumulate)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                if progress is not None:
+                    progress({"epoch": epoch + 1, "epochs": config.epochs, "step": step + 1,
+                              "steps": config.steps_per_epoch, "loss": losses[-1]})
+            if cancelled:
+                break
+            metrics = validate(model, opened, tile, len(config.classes), device, config.validation_batch)
+            record = EpochRecord(epoch + 1, float(np.mean(losses)), metrics.miou, metrics.overall_accuracy,
+                                 scheduler.get_last_lr()[0], time.perf_counter() - started)
+            history.append(record)
+            if not math.isnan(metrics.miou) and metrics.miou > best_miou:
+                best_miou, best_epoch = metrics.miou, epoch + 1
+                card.provenance = _provenance(config, data_fingerprint, best_epoch, metrics)
+                save_model_file(output, model, card)
+            _write_log(output, history)
+            _save_state(output, model, optimizer, scheduler, scaler, epoch + 1, best_miou, best_epoch, history)
+            if progress is not None:
+                progress({"epoch": epoch + 1, "epochs": config.epochs, "val_miou": metrics.miou,
+                          "train_loss": record.train_loss, "best_miou": best_miou})
+        if best_epoch < 0:
+            # No validation part (fraction 0) or cancelled before the first epoch ended: keep the last weights.
+            if not cancelled or history:
+                card.provenance = _provenance(config, data_fingerprint, len(history), None)
+                save_model_file(output, model, card)
+        return TrainResult(output, best_epoch, best_miou, history, cancelled)
+    finally:
+        for s in opened:
+            s.close()
+
+
+def _provenance(config: TrainConfig, data: list, epoch: int, metrics: Optional[SegmentationMetrics]) -> dict:
+    return {
+        "trained_with": f"cwsam {__version__}", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": data, "epoch": epoch, "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch,
+        "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed,
+        "val_fraction": config.val_fraction,
+        "validation": None if metrics is None else {
+            "miou": metrics.miou, "overall_accuracy": metrics.overall_accuracy, "fwiou": metrics.fwiou,
+            "kappa": metrics.kappa, "iou": [None if np.isnan(v) else float(v) for v in metrics.iou],
+        },
+        "python": platform.python_version(), "torch": str(torch.__version__),
+    }
+
+
+def _write_log(output: Path, history: List[EpochRecord]) -> None:
+    path = output.with_name(output.name + ".log.csv")
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(history[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in history)
+
+
+def _save_state(output: Path, model, optimizer, scheduler, scaler, epoch: int, best_miou: float, best_epoch: int,
+                history: List[EpochRecord]) -> None:
+    names = trainable_names(model)
+    _atomic_torch_save({
+        "format": "cwsam-training-state", "epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch,
+        "history": [asdict(r) for r in history],
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names},
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+    }, state_path(output))
+
+
+def _load_state(output: Path, model, optimizer, scheduler, scaler):
+    path = state_path(output)
+    if not path.is_file():
+        raise TrainingDataError(f"--resume: no training state at {path}; start without --resume")
+    try:
+        state = torch_load_safely(path, "training state")
+    except CheckpointError as exc:
+        raise TrainingDataError(str(exc)) from None
+    if not isinstance(state, dict) or state.get("format") != "cwsam-training-state":
+        raise TrainingDataError(f"{path} is not a CWSAM training state")
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    history = [EpochRecord(**r) for r in state["history"]]
+    return state["epoch"], state["best_miou"], state["best_epoch"], history
