@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import __version__
@@ -117,8 +119,147 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_classify)
 
 
+def _sources(args: argparse.Namespace):
+    from .datasets import read_pairs
+    from .training import TrainingSource
+
+    if args.pairs:
+        if args.image or args.labels:
+            raise CliError("give either --pairs or --image with --labels, not both")
+        return [TrainingSource(image, label) for image, label in read_pairs(args.pairs)]
+    if not (args.image and args.labels):
+        raise CliError("give --image IMG --labels LABELS, or --pairs PAIRS.csv")
+    return [TrainingSource(Path(args.image), Path(args.labels))]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import CheckpointError
+    from .classes import ClassSpecError, parse_classes
+    from .datasets import TrainingDataError, label_values
+    from .model_file import ClassInfo, default_classes
+    from .radiometry import RadiometryError
+    from .training import TrainConfig, train
+
+    try:
+        sources = _sources(args)
+        if args.classes:
+            classes = parse_classes(args.classes)
+        else:
+            values = sorted({v for s in sources for v in label_values(s.labels, args.ignore_value or [])})
+            if not values or max(values) > 254:
+                raise CliError(f"cannot derive classes from the label values {values[:10]}: give --classes")
+            palette = default_classes(len(values))
+            classes = [ClassInfo(v, f"class {v}", palette[i].color) for i, v in enumerate(values)]
+        config = TrainConfig(
+            backbone=args.backbone, classes=classes, output=Path(args.output), sam_checkpoint=args.sam_checkpoint,
+            tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")],
+            ignore_values=args.ignore_value or [], epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+            batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, device=args.device,
+            seed=args.seed, dice_weight=args.dice, gradient_checkpointing=args.gradient_checkpointing,
+        )
+        total = (args.epochs) * args.steps_per_epoch
+        bar = tqdm(total=total, desc="train", unit="step", disable=args.quiet)
+
+        def progress(info: dict) -> None:
+            if "val_miou" in info:
+                bar.write(f"epoch {info['epoch']}/{info['epochs']}: train loss {info['train_loss']:.4f}, "
+                          f"validation mIoU {info['val_miou']:.4f} (best {info['best_miou']:.4f})")
+            else:
+                bar.n = (int(info["epoch"]) - 1) * int(info["steps"]) + int(info["step"])
+                bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
+                bar.refresh()
+
+        try:
+            result = train(sources, config, resume=args.resume, progress=progress)
+        finally:
+            bar.close()
+    except (TrainingDataError, ClassSpecError, CheckpointError, RadiometryError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        raise CliError("interrupted; the best model so far and the training state are kept (continue with --resume)") from None
+    if result.best_epoch > 0:
+        print(f"Best validation mIoU {result.best_miou:.4f} at epoch {result.best_epoch}: model written to {result.model_path}")
+    else:
+        print(f"Model written to {result.model_path} (no validation part: the last epoch is kept)")
+    return 0
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="fine-tune CWSAM on labelled rasters")
+    parser.add_argument("--image", help="SAR image raster")
+    parser.add_argument("--labels", help="label raster of class values (any grid; read onto the image's)")
+    parser.add_argument("--pairs", help="CSV with columns image,label (paths relative to the CSV)")
+    parser.add_argument("--backbone", required=True, help="vit_b, vit_l, vit_h (with --sam-checkpoint) or vit_tiny")
+    parser.add_argument("--sam-checkpoint", help="official SAM checkpoint of the backbone")
+    parser.add_argument("--classes", help='VALUE:NAME[:#RRGGBB],... or a CSV/JSON file; unnamed values are ignored')
+    parser.add_argument("--ignore-value", type=int, action="append", help="label value to ignore (repeatable)")
+    parser.add_argument("--band-names", default="VV,VH", help="bands the model expects, in order (default VV,VH)")
+    parser.add_argument("--tile-size", type=int, help="input size S, a multiple of 16 (default: the backbone's)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of blocks held out for validation")
+    parser.add_argument("--dice", type=float, default=0.0, help="weight of a Dice term added to cross-entropy")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more compute")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT.state.pt")
+    parser.add_argument("--output", required=True, help="model file to write (the best epoch's)")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(func=_train)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .datasets import TrainingDataError, read_pairs
+    from .evaluation import evaluate
+    from .inference import ClassificationError
+    from .model_file import ModelFileError
+    from .radiometry import RadiometryError
+
+    try:
+        pairs = ([(s.image, s.labels) for s in _sources(args)])
+        metrics, card = evaluate(args.model, pairs, sam_checkpoint=args.sam_checkpoint,
+                                 ignore_values=args.ignore_value or [], device=args.device)
+    except (TrainingDataError, ClassificationError, ModelFileError, CheckpointError, RadiometryError) as exc:
+        raise CliError(str(exc)) from None
+    rows = metrics.per_class([c.value for c in card.classes], [c.name for c in card.classes])
+    if args.json:
+        nan_free = lambda v: None if v != v else v  # noqa: E731 (NaN is not JSON)
+        print(json.dumps({"miou": nan_free(metrics.miou), "overall_accuracy": nan_free(metrics.overall_accuracy),
+                          "fwiou": nan_free(metrics.fwiou), "kappa": nan_free(metrics.kappa),
+                          "pixels": metrics.pixels, "per_class": rows}))
+        return 0
+    fmt = lambda v: "   -" if v is None else f"{v:.4f}"  # noqa: E731
+    print(f"{'value':>5}  {'class':<20} {'IoU':>7} {'prec.':>7} {'recall':>7} {'F1':>7} {'pixels':>12}")
+    for r in rows:
+        print(f"{r['value']:>5}  {r['name']:<20} {fmt(r['iou']):>7} {fmt(r['precision']):>7} "
+              f"{fmt(r['recall']):>7} {fmt(r['f1']):>7} {r['pixels']:>12,}")
+    print(f"mIoU {metrics.miou:.4f}  OA {metrics.overall_accuracy:.4f}  FWIoU {metrics.fwiou:.4f}  "
+          f"kappa {metrics.kappa:.4f}  ({metrics.pixels:,} labelled pixels)")
+    return 0
+
+
+def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("evaluate", help="score a model file against labelled rasters")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--sam-checkpoint")
+    parser.add_argument("--image")
+    parser.add_argument("--labels")
+    parser.add_argument("--pairs")
+    parser.add_argument("--ignore-value", type=int, action="append")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=_evaluate)
+
+
 # Each entry adds one subcommand to the parser; its handler is stored as the ``func`` default.
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_info, _register_classify]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _register_info, _register_classify, _register_train, _register_evaluate,
+]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -150,3 +150,37 @@ def random_window(block: Window, size: int, rng: np.random.Generator) -> Window:
     row = int(block.row_off) + int(rng.integers(0, max(int(block.height) - size, 0) + 1))
     col = int(block.col_off) + int(rng.integers(0, max(int(block.width) - size, 0) + 1))
     return Window(col, row, size, size)
+
+
+def label_values(path: Path | str, ignore_values: Sequence[int] = (), block: int = 2048) -> List[int]:
+    """The distinct label values of a raster (nodata and ``ignore_values`` left out), read block by block."""
+    found: set = set()
+    with rasterio.open(path) as src:
+        for row in range(0, src.height, block):
+            for col in range(0, src.width, block):
+                window = Window(col, row, min(block, src.width - col), min(block, src.height - row))
+                found.update(int(v) for v in np.unique(src.read(1, window=window)))
+        if src.nodata is not None:
+            found.discard(int(src.nodata))
+    return sorted(found - set(ignore_values))
+
+
+def read_pairs(csv_path: Path | str) -> List[Tuple[Path, Path]]:
+    """(image, label) paths from a CSV with columns ``image,label``; relative paths are relative to the CSV."""
+    import csv
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise TrainingDataError(f"pairs file not found: {csv_path}")
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"image", "label"} <= set(reader.fieldnames):
+            raise TrainingDataError(f"{csv_path} needs the columns image,label (found: {reader.fieldnames})")
+        pairs = [((csv_path.parent / r["image"].strip()), (csv_path.parent / r["label"].strip())) for r in reader]
+    if not pairs:
+        raise TrainingDataError(f"{csv_path} lists no image/label pairs")
+    for image, label in pairs:
+        for path in (image, label):
+            if not path.is_file():
+                raise TrainingDataError(f"{csv_path}: file not found: {path}")
+    return pairs

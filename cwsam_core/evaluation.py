@@ -1,0 +1,57 @@
+"""Evaluating a model file on labelled rasters with the classification engine itself."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .datasets import RasterLabels
+from .inference import classify_file
+from .losses import IGNORE_INDEX
+from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
+from .model_file import ModelCard, read_model_card
+from .raster_output import CLASS_NODATA
+
+
+def evaluate(
+    model_path: Path | str,
+    pairs: Sequence[Tuple[Path, Path]],
+    sam_checkpoint: Optional[Path | str] = None,
+    ignore_values: Sequence[int] = (),
+    device: str = "auto",
+    progress=None,
+) -> Tuple[SegmentationMetrics, ModelCard]:
+    """Classify each image as a user would (same tiling, blending, radiometry) and score it against its
+    labels read onto the image grid: one confusion matrix over all labelled pixels. Label values that
+    no class of the model names, ``ignore_values``, label nodata and image nodata (written as nodata
+    by the classifier) are left out."""
+    card = read_model_card(model_path)
+    lookup = {c.value: i for i, c in enumerate(card.classes)}
+    num = len(card.classes)
+    confusion = np.zeros((num, num), dtype=np.int64)
+    with tempfile.TemporaryDirectory(prefix="cwsam-eval-") as folder:
+        for index, (image, labels) in enumerate(pairs):
+            output = Path(folder) / f"classes_{index}.tif"
+            classify_file(image, output, model_path, sam_checkpoint=sam_checkpoint, device=device,
+                          progress=None if progress is None else
+                          (lambda f, m, i=index: progress((i + f) / len(pairs), f"image {i + 1}: {m}")))
+            with rasterio.open(image) as img, rasterio.open(output) as classes:
+                reference = RasterLabels(labels, img, card.classes, ignore_values)
+                try:
+                    for row in range(0, img.height, 1024):
+                        window = Window(0, row, img.width, min(1024, img.height - row))
+                        target = reference.read(window)
+                        predicted_values = classes.read(1, window=window)
+                        predicted = np.zeros(predicted_values.shape, dtype=np.int64)
+                        for value, class_index in lookup.items():
+                            predicted[predicted_values == value] = class_index
+                        ignore = (target == IGNORE_INDEX) | (predicted_values == CLASS_NODATA)
+                        confusion += confusion_matrix(target, predicted, num, ignore=ignore)
+                finally:
+                    reference.close()
+    return metrics_from_confusion(confusion), card
