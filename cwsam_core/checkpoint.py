@@ -6,9 +6,10 @@ import hashlib
 import os
 import pickle
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -71,6 +72,19 @@ def torch_load_safely(path: Path | str, what: str) -> object:
         ) from None
     except Exception as exc:  # zip/format errors from torch
         raise CheckpointError(f"{path} is not a PyTorch checkpoint that can be read ({type(exc).__name__}: {exc})") from None
+
+
+def atomic_torch_save(payload: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, renamed over it only once complete: the
+    previous file stays intact if saving fails (a full disk, a kill)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _unwrap_state_dict(obj: object) -> StateDict:

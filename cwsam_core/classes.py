@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import List
 
-from .model_file import ClassInfo, default_classes
+from .model_file import ClassInfo, default_color
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -25,7 +25,7 @@ def _make(value: str, name: str, colour: str, index: int, where: str) -> ClassIn
     name = str(name).strip()
     if not name:
         raise ClassSpecError(f"{where}: class {number} has no name")
-    colour = (colour or "").strip() or default_classes(index + 1)[index].color
+    colour = (colour or "").strip() or default_color(index)
     if not _COLOUR.match(colour):
         raise ClassSpecError(f"{where}: colour {colour!r} of class {name!r} is not of the form #RRGGBB")
     if not 0 <= number <= 254:

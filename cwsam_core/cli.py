@@ -90,9 +90,7 @@ def _classify(args: argparse.Namespace) -> int:
     if result.confidence:
         print(f"Confidence written to {result.confidence}")
     print(f"Run record: {result.record}")
-    from .model_file import read_model_card
-
-    names = {c.value: c.name for c in read_model_card(args.model).classes}
+    names = result.class_names
     total = sum(result.pixel_counts.values()) or 1
     print(f"{'class':<20} {'pixels':>12} {'share':>7} {'area (' + result.area_unit + ')':>16}")
     for value, count in result.pixel_counts.items():
@@ -138,7 +136,7 @@ def _train(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .classes import ClassSpecError, parse_classes
     from .datasets import TrainingDataError, label_values
-    from .model_file import ClassInfo, default_classes
+    from .model_file import ClassInfo, default_color
     from .radiometry import RadiometryError
     from .training import TrainConfig, train
 
@@ -150,8 +148,7 @@ def _train(args: argparse.Namespace) -> int:
             values = sorted({v for s in sources for v in label_values(s.labels, args.ignore_value or [])})
             if not values or max(values) > 254:
                 raise CliError(f"cannot derive classes from the label values {values[:10]}: give --classes")
-            palette = default_classes(len(values))
-            classes = [ClassInfo(v, f"class {v}", palette[i].color) for i, v in enumerate(values)]
+            classes = [ClassInfo(v, f"class {v}", default_color(i)) for i, v in enumerate(values)]
         config = TrainConfig(
             backbone=args.backbone, classes=classes, output=Path(args.output), sam_checkpoint=args.sam_checkpoint,
             tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")],
@@ -214,7 +211,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
-    from .datasets import TrainingDataError, read_pairs
+    from .datasets import TrainingDataError
     from .evaluation import evaluate
     from .inference import ClassificationError
     from .model_file import ModelFileError

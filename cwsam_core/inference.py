@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import platform
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +27,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import file_sha256
 from .model_file import ModelCard, load_model_file
-from .radiometry import RadiometryError, SarReader
+from .radiometry import SarReader
 from .raster_output import CLASS_NODATA, category_names_aux_xml, colormap, publish, qml_text, remove_quietly, sidecars
 
 LOG = logging.getLogger("cwsam")
@@ -58,6 +56,7 @@ class ClassificationResult:
     pixel_counts: Dict[int, int]
     areas: Dict[int, float]
     area_unit: str
+    class_names: Dict[int, str]
     seconds: float
     device: str
     warnings: List[str] = field(default_factory=list)
@@ -266,8 +265,8 @@ def classify_raster(
         "warnings": notes,
     }
     record_path.write_text(json.dumps(record, indent=2))
-    return ClassificationResult(output_path, confidence_path, record_path, counts, areas, area_unit, seconds,
-                                str(torch_device), notes)
+    return ClassificationResult(output_path, confidence_path, record_path, counts, areas, area_unit,
+                                {c.value: c.name for c in card.classes}, seconds, str(torch_device), notes)
 
 
 def _open_raster(path: Path) -> rasterio.io.DatasetReader:

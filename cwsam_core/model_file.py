@@ -8,8 +8,6 @@ tensor and are self-contained.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -18,7 +16,7 @@ import torch
 
 from . import __version__
 from .build import backbone_config, build_model, load_sam_weights
-from .checkpoint import CheckpointError, file_sha256, load_into_model, torch_load_safely
+from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, load_into_model, torch_load_safely
 from .modeling import CWSAM
 from .radiometry import INPUT_SCALES
 from .trainable import configure_trainable, trainable_names
@@ -82,7 +80,7 @@ class ModelCard:
         """The model card as text, for ``cwsam info`` and the plugin."""
         lines = [
             f"Backbone:        {self.backbone} (input {self.input_size} x {self.input_size} px)",
-            f"Weights:         " + (
+            "Weights:         " + (
                 "self-contained (trained from scratch)"
                 if self.self_contained
                 else f"needs SAM checkpoint {self.sam_checkpoint['name']} (sha256 {self.sam_checkpoint['sha256'][:12]}...)"
@@ -109,11 +107,18 @@ def _fmt(values: List[float]) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
+PALETTE = ["#1f5fff", "#2e9e3f", "#d9a21b", "#c73b3b", "#8c8c8c", "#8e44ad", "#16a085", "#e67e22",
+           "#34495e", "#f1c40f"]
+
+
+def default_color(index: int) -> str:
+    """A distinct colour for the class at position ``index`` of a list given without colours."""
+    return PALETTE[index % len(PALETTE)]
+
+
 def default_classes(num_classes: int) -> List[ClassInfo]:
     """Placeholder classes 0..N-1 with distinct colours, for models built without a class list."""
-    palette = ["#1f5fff", "#2e9e3f", "#d9a21b", "#c73b3b", "#8c8c8c", "#8e44ad", "#16a085", "#e67e22",
-               "#34495e", "#f1c40f"]
-    return [ClassInfo(i, f"class {i}", palette[i % len(palette)]) for i in range(num_classes)]
+    return [ClassInfo(i, f"class {i}", default_color(i)) for i in range(num_classes)]
 
 
 def save_model_file(path: Path | str, model: CWSAM, card: ModelCard) -> Path:
@@ -139,14 +144,7 @@ def save_model_file(path: Path | str, model: CWSAM, card: ModelCard) -> Path:
         "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)  # the previous file stays intact until this succeeds
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
     return path
 
 

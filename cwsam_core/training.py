@@ -9,12 +9,9 @@ uninterrupted run would have drawn.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
-import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +24,7 @@ from rasterio.windows import Window
 
 from . import __version__
 from .build import build_cwsam
-from .checkpoint import CheckpointError, file_sha256, torch_load_safely
+from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, torch_load_safely
 from .datasets import RasterLabels, TrainingDataError, block_split, random_window
 from .inference import _autocast, select_device
 from .losses import IGNORE_INDEX, SegmentationLoss, class_weights_from_counts
@@ -114,6 +111,7 @@ class _Source:
         self.reader: Optional[SarReader] = None
 
     def open_reader(self, config: TrainConfig, normalization: Optional[dict]) -> SarReader:
+        """A reader of this image; without ``normalization`` its statistics come from the image itself."""
         self.reader = SarReader(self.dataset, config.bands, config.model_scale, input_scale=config.input_scale,
                                 normalization=normalization, warn=LOG.warning)
         return self.reader
@@ -220,17 +218,6 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _atomic_torch_save(payload: dict, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def state_path(output: Path) -> Path:
     return output.with_name(output.name + ".state.pt")
 
@@ -271,8 +258,8 @@ def train(
             )
         readers = [s.open_reader(config, None) for s in opened]
         stats = _combined_statistics(readers, [s.dataset.width * s.dataset.height for s in opened])
-        for s in opened:
-            s.open_reader(config, stats.to_dict())
+        for reader in readers:  # every source is normalised alike, with the statistics of all of them
+            reader.stats = stats
         weights = (torch.tensor(config.class_weights, dtype=torch.float32) if config.class_weights
                    else class_weights_from_counts(counts))
         loss_fn = SegmentationLoss(weights.to(device), config.dice_weight)
@@ -366,7 +353,7 @@ def _write_log(output: Path, history: List[EpochRecord]) -> None:
 def _save_state(output: Path, model, optimizer, scheduler, scaler, epoch: int, best_miou: float, best_epoch: int,
                 history: List[EpochRecord]) -> None:
     names = trainable_names(model)
-    _atomic_torch_save({
+    atomic_torch_save({
         "format": "cwsam-training-state", "epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch,
         "history": [asdict(r) for r in history],
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names},

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from cwsam_core.datasets import TrainingDataError
 from cwsam_core.inference import classify_file
-from cwsam_core.model_file import ClassInfo, load_model_file, read_model_card
+from cwsam_core.model_file import ClassInfo, read_model_card
 from cwsam_core.simulate import SIMULATED_CLASSES, simulate_scene, write_scene
 from cwsam_core.training import TrainConfig, TrainingSource, state_path, train
 
