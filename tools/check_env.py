@@ -17,6 +17,8 @@ CHECKS = [
     ("segment_anything", None, "SAM modules reused by the model"),
     ("rasterio", "__version__", "raster I/O"),
     ("affine", "__version__", "geotransforms"),
+    ("pyogrio", "__version__", "polygon label files"),
+    ("shapely", "__version__", "polygon repair"),
     ("osgeo.gdal_array", None, "Debian's GDAL bindings used by QGIS Processing (breaks with numpy 2)"),
     ("scipy", "__version__", "used by QGIS Processing"),
     ("matplotlib", "__version__", "plots in the plugin"),
