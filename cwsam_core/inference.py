@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -21,7 +22,7 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-from rasterio.windows import Window
+from rasterio.windows import Window, from_bounds
 from torch import nn
 
 from . import __version__
@@ -179,12 +180,15 @@ def classify_raster(
     progress: Optional[ProgressCallback] = None,
     should_cancel: Optional[Callable[[], bool]] = None,
     model_identity: Optional[dict] = None,
+    bounds: Optional[Sequence[float]] = None,
 ) -> ClassificationResult:
     """Classify the raster at ``input_path`` with ``model`` and write a styled uint8 class GeoTIFF.
 
     ``model`` maps B x 3 x S x S normalised images to B x N x S x S logits, with S its ``input_size``
     (the tile size). Writes ``output_path`` with its ``.qml`` and ``.aux.xml`` sidecars, optionally
     a confidence GeoTIFF (max class probability in percent, nodata 255), and a ``.run.json`` record.
+    ``bounds`` (xmin, ymin, xmax, ymax in the raster's CRS) limits the output to that window of the
+    raster's grid, widened to whole pixels; tiles still read the raster around it for context.
     Everything is written to temporary files and renamed at the end: after an error or a cancel
     nothing is left at the output paths.
     """
@@ -223,18 +227,21 @@ def classify_raster(
                 if dataset.crs is None:
                     warn(f"{input_path.name} has no coordinate reference system (radar geometry or a plain image): "
                          "the output keeps its pixel grid and is not georeferenced")
+                region = _region(dataset, bounds)
                 reader = SarReader(
                     dataset, card.bands, card.input_scale, input_scale=input_scale, band_indexes=band_indexes,
                     normalization=card.normalization, warn=warn,
                 )
                 counts, areas, area_unit = _run_tiles(
-                    dataset, reader, model, card, tile, stride, batch_size, torch_device,
+                    dataset, region, reader, model, card, tile, stride, batch_size, torch_device,
                     temporaries[output_path], temporaries.get(confidence_path) if confidence_path else None,
                     progress, should_cancel,
                 )
                 fingerprint = {"path": str(input_path.resolve()), "bytes": input_path.stat().st_size,
                                "sha256": file_sha256(input_path), "width": dataset.width, "height": dataset.height,
                                "crs": dataset.crs.to_string() if dataset.crs else None}
+                window_record = {"col_off": int(region.col_off), "row_off": int(region.row_off),
+                                 "width": int(region.width), "height": int(region.height)}
                 resolved = {"band_indexes": list(reader.band_indexes), "input_scale": reader.source_scale,
                             "normalization": reader.stats.to_dict(),
                             "normalization_source": "model file" if card.normalization else "whole raster sample"}
@@ -253,7 +260,7 @@ def classify_raster(
                   "classes": [c.__dict__ for c in card.classes]},
         "input": fingerprint,
         "parameters": {"tile_size": tile, "overlap": overlap, "batch_size": batch_size, "requested_scale": input_scale,
-                       **resolved},
+                       "bounds": list(bounds) if bounds is not None else None, "window": window_record, **resolved},
         "device": str(torch_device),
         "software": {"torch": str(torch.__version__), "rasterio": rasterio.__version__,
                      "gdal": rasterio.__gdal_version__, "numpy": np.__version__, "python": platform.python_version()},
@@ -276,23 +283,47 @@ def _open_raster(path: Path) -> rasterio.io.DatasetReader:
         raise ClassificationError(f"{path} is not a raster that GDAL can read ({exc})") from None
 
 
-def _output_profile(dataset: rasterio.io.DatasetReader, dtype: str, nodata: int) -> dict:
-    profile = dict(driver="GTiff", width=dataset.width, height=dataset.height, count=1, dtype=dtype,
-                   nodata=nodata, transform=dataset.transform, compress="deflate")
+def _region(dataset: rasterio.io.DatasetReader, bounds: Optional[Sequence[float]]) -> Window:
+    """The window of whole pixels to classify: all of the raster, or the pixels ``bounds`` touches."""
+    full = Window(0, 0, dataset.width, dataset.height)
+    if bounds is None:
+        return full
+    if len(bounds) != 4 or not bounds[0] < bounds[2] or not bounds[1] < bounds[3]:
+        raise ClassificationError(f"bounds must be xmin, ymin, xmax, ymax with xmin < xmax and ymin < ymax, got {bounds}")
+    exact = from_bounds(*bounds, transform=dataset.transform)
+    # Every pixel the bounds touch, with a tolerance so that bounds on pixel edges add no extra pixel.
+    col0, row0 = math.floor(exact.col_off + 1e-6), math.floor(exact.row_off + 1e-6)
+    col1 = math.ceil(exact.col_off + exact.width - 1e-6)
+    row1 = math.ceil(exact.row_off + exact.height - 1e-6)
+    try:
+        return Window(col0, row0, col1 - col0, row1 - row0).intersection(full)
+    except rasterio.errors.WindowError:
+        raise ClassificationError(
+            f"the extent {tuple(round(b, 6) for b in bounds)} does not overlap the raster "
+            f"(its bounds are {tuple(round(b, 6) for b in dataset.bounds)}): choose an extent over the raster"
+        ) from None
+
+
+def _output_profile(dataset: rasterio.io.DatasetReader, region: Window, dtype: str, nodata: int) -> dict:
+    width, height = int(region.width), int(region.height)
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype=dtype,
+                   nodata=nodata, transform=dataset.window_transform(region), compress="deflate")
     if dataset.crs is not None:
         profile["crs"] = dataset.crs
-    if dataset.width >= 256 and dataset.height >= 256:
+    if width >= 256 and height >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     return profile
 
 
 def _run_tiles(
-    dataset, reader: SarReader, model: nn.Module, card: ModelCard, tile: int, stride: int, batch_size: int,
-    device: torch.device, output: Path, confidence: Optional[Path],
+    dataset, region: Window, reader: SarReader, model: nn.Module, card: ModelCard, tile: int, stride: int,
+    batch_size: int, device: torch.device, output: Path, confidence: Optional[Path],
     progress: Optional[ProgressCallback], should_cancel: Optional[Callable[[], bool]],
 ) -> Tuple[Dict[int, int], Dict[int, float], str]:
     # Read once: the dataset is read by a background thread below and must not be touched meanwhile.
-    height, width, transform, crs = dataset.height, dataset.width, dataset.transform, dataset.crs
+    # Tile offsets are relative to ``region``; tiles may read the raster past it, their parts outside are cut off.
+    height, width, crs = int(region.height), int(region.width), dataset.crs
+    row0, col0, transform = int(region.row_off), int(region.col_off), dataset.window_transform(region)
     rows, cols = tile_offsets(height, tile, stride), tile_offsets(width, tile, stride)
     values = np.array([c.value for c in card.classes], dtype=np.uint8)
     window = blend_window(tile)
@@ -302,8 +333,8 @@ def _run_tiles(
     area_unit = "pixels"
     total_tiles, done_tiles = len(rows) * len(cols), 0
     model = model.to(device).eval()
-    out_dst = rasterio.open(output, "w", **_output_profile(dataset, "uint8", CLASS_NODATA))
-    conf_dst = rasterio.open(confidence, "w", **_output_profile(dataset, "uint8", CONFIDENCE_NODATA)) if confidence else None
+    out_dst = rasterio.open(output, "w", **_output_profile(dataset, region, "uint8", CLASS_NODATA))
+    conf_dst = rasterio.open(confidence, "w", **_output_profile(dataset, region, "uint8", CONFIDENCE_NODATA)) if confidence else None
     try:
         out_dst.write_colormap(1, colormap(card.classes))
 
@@ -337,7 +368,7 @@ def _run_tiles(
 
         def load(job: Tuple[int, List[int]]) -> Tuple[int, list]:
             row, job_cols = job
-            return row, [(col, *reader.read(Window(col, row, tile, tile))) for col in job_cols]
+            return row, [(col, *reader.read(Window(col0 + col, row0 + row, tile, tile))) for col in job_cols]
 
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(load, jobs[0])

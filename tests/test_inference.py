@@ -258,3 +258,28 @@ def test_cli_classify(tmp_path, nano_model_file):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("cwsam classify: error: input raster not found")
     assert "Traceback" not in bad.stderr
+
+
+def test_bounds_classify_a_window_on_the_raster_grid(tmp_path):
+    image = write_sar(tmp_path / "sar.tif", 150, 170, seed=5)
+    whole = classify_raster(image, tmp_path / "whole.tif", PerPixelModel(32), card_for(32))
+    # Pixels are 10 m: x 500203..500611 touches columns 20..61, y 4599405..4599700 rows 30..59.
+    bounds = (500203.0, 4599405.0, 500611.0, 4599700.0)
+    part = classify_raster(image, tmp_path / "part.tif", PerPixelModel(32), card_for(32), bounds=bounds)
+    with rasterio.open(part.output) as out, rasterio.open(image) as src:
+        assert (out.width, out.height) == (42, 30)
+        assert out.crs == src.crs
+        assert out.transform == src.window_transform(rasterio.windows.Window(20, 30, 42, 30))
+    np.testing.assert_array_equal(read(part.output), read(whole.output)[30:60, 20:62])
+    assert sum(part.pixel_counts.values()) == 42 * 30
+    record = json.loads(part.record.read_text())
+    assert record["parameters"]["window"] == {"col_off": 20, "row_off": 30, "width": 42, "height": 30}
+    # Bounds on pixel edges take exactly those pixels; bounds past the raster are clipped to it.
+    edges = classify_raster(image, tmp_path / "edges.tif", PerPixelModel(32), card_for(32),
+                            bounds=(500100.0, 4598000.0, 500300.0, 4600500.0))
+    with rasterio.open(edges.output) as out:
+        assert (out.width, out.height) == (20, 150)
+    with pytest.raises(ClassificationError, match="does not overlap the raster"):
+        classify_raster(image, tmp_path / "none.tif", PerPixelModel(32), card_for(32),
+                        bounds=(600000.0, 4599000.0, 600100.0, 4599100.0))
+    assert not (tmp_path / "none.tif").exists()
