@@ -23,6 +23,8 @@ from .trainable import configure_trainable, trainable_names
 
 FORMAT = "cwsam-model"
 FORMAT_VERSION = 1
+# Largest finite float16 value: a tensor beyond it cannot be stored in half precision.
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
 
 class ModelFileError(ValueError):
@@ -121,11 +123,14 @@ def default_classes(num_classes: int) -> List[ClassInfo]:
     return [ClassInfo(i, f"class {i}", default_color(i)) for i in range(num_classes)]
 
 
-def save_model_file(path: Path | str, model: CWSAM, card: ModelCard) -> Path:
+def save_model_file(path: Path | str, model: CWSAM, card: ModelCard, float16: bool = False) -> Path:
     """Write ``model`` and ``card`` to ``path`` atomically (a temporary file renamed at the end).
 
     The card's backbone, input size and SAM identity are taken from the model. A model with a
     pretrained encoder stores only its trained tensors; one trained from scratch stores all.
+    ``float16`` stores the floating tensors in half precision: half the size, read back as float32
+    with a relative rounding error of at most 2^-11 per value (the model's outputs move by about
+    that much). A tensor with values beyond float16's range (+-65504) is refused.
     """
     path = Path(path)
     if len(card.classes) != model.num_classes:
@@ -137,19 +142,40 @@ def save_model_file(path: Path | str, model: CWSAM, card: ModelCard) -> Path:
     state = model.state_dict()
     if model.pretrained_encoder:
         state = {k: state[k] for k in sorted(trainable_names(model))}
+    state = {k: v.detach().cpu().clone() for k, v in state.items()}
+    if float16:
+        state = _to_float16(state)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "tensor_dtype": "float16" if float16 else "float32",
         "card": card.to_dict(),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
+        "state_dict": state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(payload, path)
     return path
 
 
+def _to_float16(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Floating tensors as float16; integer and boolean tensors unchanged."""
+    out = {}
+    for key, value in state.items():
+        if value.is_floating_point():
+            largest = float(value.abs().max()) if value.numel() else 0.0
+            if not largest <= FLOAT16_MAX:  # also catches NaN
+                raise ModelFileError(
+                    f"tensor {key} holds values up to {largest:g}, beyond float16's range (+-{FLOAT16_MAX:g}): "
+                    "save this model in float32"
+                )
+            value = value.to(torch.float16)
+        out[key] = value
+    return out
+
+
 def read_model_file(path: Path | str) -> Tuple[ModelCard, Dict[str, torch.Tensor]]:
-    """The card and stored tensors of a model file, loaded without unpickling code."""
+    """The card and stored tensors of a model file, loaded without unpickling code; floating tensors
+    stored as float16 are returned as float32."""
     try:
         payload = torch_load_safely(path, "model file")
     except CheckpointError as exc:
@@ -164,7 +190,9 @@ def read_model_file(path: Path | str) -> Tuple[ModelCard, Dict[str, torch.Tensor
         raise ModelFileError(
             f"{path} has model file format {version}; this CWSAM ({__version__}) reads up to {FORMAT_VERSION}: upgrade CWSAM"
         )
-    return ModelCard.from_dict(payload["card"]), payload["state_dict"]
+    # Files saved with float16=True come back in float32, the precision the model computes in.
+    state = {k: v.float() if v.dtype == torch.float16 else v for k, v in payload["state_dict"].items()}
+    return ModelCard.from_dict(payload["card"]), state
 
 
 def read_model_card(path: Path | str) -> ModelCard:

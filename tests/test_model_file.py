@@ -79,6 +79,42 @@ def test_fine_tuned_file_stores_only_trained_tensors_and_checks_sam(tmp_path, sa
         load_model_file(path, sam_checkpoint=other)
 
 
+def test_float16_file_is_half_the_size_and_loads_as_float32_within_rounding(tmp_path):
+    torch.manual_seed(0)
+    model = build_cwsam("vit_nano", 3).eval()
+    _perturb(model)
+    full = save_model_file(tmp_path / "full.cwsam.pt", model, make_card())
+    half = save_model_file(tmp_path / "half.cwsam.pt", model, make_card(), float16=True)
+    stored = torch.load(half, weights_only=True)
+    assert stored["tensor_dtype"] == "float16"
+    assert {v.dtype for v in stored["state_dict"].values()} == {torch.float16}
+    assert 0.45 < half.stat().st_size / full.stat().st_size < 0.55
+
+    loaded, card = load_model_file(half)
+    assert card.normalization["std"] == [4.0, 4.5, 3.0]
+    for key, value in loaded.state_dict().items():
+        original = model.state_dict()[key]
+        assert value.dtype == torch.float32
+        # float16 keeps 11 significant bits: each value within half a unit in the last place.
+        assert torch.allclose(value, original, rtol=2.0**-11, atol=2.0**-24), key
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        reference, outputs = model(images), loaded(images)
+    assert not torch.equal(reference, outputs)  # the weights did go through float16
+    scale = reference.abs().max()
+    assert (outputs - reference).abs().max() < 2e-3 * scale
+    assert (outputs.argmax(1) != reference.argmax(1)).float().mean() < 1e-3
+
+
+def test_float16_refuses_values_out_of_its_range(tmp_path):
+    model = build_cwsam("vit_nano", 3)
+    with torch.no_grad():
+        model.mask_decoder.class_head[3].weight[0, 0] = 1e5
+    with pytest.raises(ModelFileError, match=r"class_head\.3\.weight holds values up to 100000.*save this model in float32"):
+        save_model_file(tmp_path / "big.cwsam.pt", model, make_card(), float16=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 class _RunsCode:
     def __reduce__(self):
         return (Path.touch, (Path(self.marker),))
