@@ -1,0 +1,178 @@
+"""Processing algorithm "Fine-tune CWSAM from polygons": the dock's Fine-tune, for the Toolbox,
+the Model Designer, batch mode and ``qgis_process``. Same engine call as the dock (``run_training``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsVectorLayer,
+)
+
+from ..layers import LayerError, raster_source
+from ..polygon_source import PolygonFile, PolygonSourceError, check_overlap
+from ..tasks.train_task import describe_outcome, history_lines, run_training, training_job
+
+DEVICES = ["auto", "cpu", "cuda"]
+DEFAULT_BACKBONE = "vit_tiny"
+
+
+def _backbone_names() -> list:
+    from cwsam_core.build import BACKBONES
+
+    return list(BACKBONES)
+
+
+class TrainAlgorithm(QgsProcessingAlgorithm):
+    INPUT = "INPUT"
+    POLYGONS = "POLYGONS"
+    CLASS_FIELD = "CLASS_FIELD"
+    CLASSES = "CLASSES"
+    BACKBONE = "BACKBONE"
+    SAM_CHECKPOINT = "SAM_CHECKPOINT"
+    EPOCHS = "EPOCHS"
+    STEPS_PER_EPOCH = "STEPS_PER_EPOCH"
+    BATCH_SIZE = "BATCH_SIZE"
+    LEARNING_RATE = "LEARNING_RATE"
+    VAL_FRACTION = "VAL_FRACTION"
+    TILE_SIZE = "TILE_SIZE"
+    DEVICE = "DEVICE"
+    OUTPUT = "OUTPUT"
+    BEST_MIOU = "BEST_MIOU"
+    BEST_EPOCH = "BEST_EPOCH"
+
+    def name(self) -> str:
+        return "train"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Fine-tune CWSAM from polygons"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Trains a CWSAM model on a SAR raster from a polygon layer whose field holds the classes (integer "
+            "values or text names; polygons in any CRS; unlabelled pixels are ignored). Writes the model file of "
+            "the best validation mIoU, a training log (.log.csv) and a resumable state (.state.pt) beside it. "
+            "Cancelling keeps the best model so far. Classes: leave empty to take every value of the field, or "
+            "give VALUE:NAME[:#RRGGBB],... (for a text field, NAME is the text)."
+        )
+
+    def createInstance(self):  # noqa: N802
+        return TrainAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.backbones = _backbone_names()
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.POLYGONS, "Training polygons", [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterField(
+            self.CLASS_FIELD, "Class field (integer values or text names)", parentLayerParameterName=self.POLYGONS,
+            type=QgsProcessingParameterField.Any))
+        self.addParameter(QgsProcessingParameterString(
+            self.CLASSES, "Classes (VALUE:NAME[:#RRGGBB],...; empty: every value of the field)", optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.BACKBONE, "Backbone", options=self.backbones,
+            defaultValue=self.backbones.index(DEFAULT_BACKBONE) if DEFAULT_BACKBONE in self.backbones else 0))
+        self.addParameter(QgsProcessingParameterFile(
+            self.SAM_CHECKPOINT, "SAM checkpoint (vit_b/l/h only)", optional=True, fileFilter="SAM checkpoint (*.pth *.pt)"))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer, 10, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, 4, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Double, 2e-4, minValue=1e-8))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.VAL_FRACTION, "Validation fraction", QgsProcessingParameterNumber.Double, 0.2, minValue=0.0,
+            maxValue=0.9))
+        advanced = [
+            QgsProcessingParameterNumber(self.STEPS_PER_EPOCH, "Steps per epoch",
+                                         QgsProcessingParameterNumber.Integer, 50, minValue=1),
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the backbone's default)",
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
+            QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT, "Output model file", fileFilter="CWSAM model (*.cwsam.pt)"))
+        self.addOutput(QgsProcessingOutputNumber(self.BEST_MIOU, "Best validation mIoU"))
+        self.addOutput(QgsProcessingOutputNumber(self.BEST_EPOCH, "Epoch of the best model"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if raster is None or not raster.isValid():
+            raise QgsProcessingException("the SAR raster could not be opened: choose a raster layer or file")
+        field_name = self.parameterAsString(parameters, self.CLASS_FIELD, context)
+        try:
+            image = raster_source(raster)
+            # Memory layers, selections and non-file sources are written to a temporary GeoPackage here.
+            path, layer_name = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+                parameters, self.POLYGONS, context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
+            polygons = PolygonFile(Path(path), layer_name or None)
+            uri = f"{path}|layername={layer_name}" if layer_name else path
+            vector = QgsVectorLayer(uri, "training polygons", "ogr")
+            if not vector.isValid():
+                raise PolygonSourceError(f"the training polygons could not be read from {path}")
+            check_overlap(vector, field_name, raster.extent(), raster.crs(), raster.name())
+            classes = self._classes(parameters, context, polygons, field_name)
+            job = training_job(
+                image, polygons, field_name, classes, self.parameterAsFileOutput(parameters, self.OUTPUT, context),
+                self.backbones[self.parameterAsEnum(parameters, self.BACKBONE, context)],
+                sam_checkpoint=self.parameterAsFile(parameters, self.SAM_CHECKPOINT, context) or None,
+                epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+                steps_per_epoch=self.parameterAsInt(parameters, self.STEPS_PER_EPOCH, context),
+                batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                lr=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+                val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
+                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            )
+        except (LayerError, PolygonSourceError, ValueError) as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+        def progress(info: dict) -> None:
+            if "loss" in info:
+                done = (info["epoch"] - 1) * info["steps"] + info["step"]
+                feedback.setProgress(100.0 * done / (info["epochs"] * info["steps"]))
+            else:
+                feedback.pushInfo(f"epoch {info['epoch']}/{info['epochs']}: training loss {info['train_loss']:.4f}, "
+                                  f"validation mIoU {info['val_miou']:.3f} (best {info['best_miou']:.3f})")
+
+        try:
+            outcome = run_training(job, progress, feedback.isCanceled)
+        finally:
+            job.remove_temporary_files()
+        if outcome.details:
+            feedback.reportError(outcome.details)
+        if outcome.error or outcome.result is None:
+            raise QgsProcessingException(describe_outcome(outcome))
+        for line in history_lines(outcome.result):
+            feedback.pushInfo(line)
+        feedback.pushInfo(describe_outcome(outcome))
+        result = outcome.result
+        return {self.OUTPUT: str(result.model_path), self.BEST_MIOU: float(result.best_miou),
+                self.BEST_EPOCH: int(result.best_epoch)}
+
+    def _classes(self, parameters, context, polygons: PolygonFile, field_name: str) -> list:
+        """The classes given, or every value of the field (integer values kept, text values numbered)."""
+        from cwsam_core.classes import parse_classes
+        from cwsam_core.polygons import polygon_classes
+
+        spec = self.parameterAsString(parameters, self.CLASSES, context).strip()
+        if spec:
+            return parse_classes(spec)
+        return polygon_classes(polygons.path, field_name, layer=polygons.layer)

@@ -1,0 +1,223 @@
+"""Fine-tuning in the background: a QgsTask around ``cwsam_core.training.train``.
+
+The task only runs the engine. It reports steps and epochs through Qt signals (queued to the main
+thread by Qt), stops at the next step when cancelled (the engine keeps the best model so far) and
+hands its outcome to the main thread in ``finished()``. It keeps no QGIS layer: its inputs are files.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from qgis.core import Qgis, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+LOG_TAG = "CWSAM"
+
+
+@dataclass
+class TrainOutcome:
+    """What a training run left: the engine's result, or the one-line error that stopped it.
+
+    Attributes:
+      result: ``cwsam_core.training.TrainResult`` or None when the run failed or nothing was kept.
+      error: the message to show, or None.
+      details: a traceback for the log panel when the error was unexpected.
+      cancelled: True when the user cancelled (``result`` then holds the best model so far, if any).
+    """
+
+    result: Optional[object] = None
+    error: Optional[str] = None
+    details: Optional[str] = None
+    cancelled: bool = False
+
+    @property
+    def model_path(self) -> Optional[Path]:
+        if self.result is None:
+            return None
+        path = Path(self.result.model_path)
+        return path if path.is_file() else None
+
+
+@dataclass
+class TrainingJob:
+    """Everything one run needs: sources and config for the engine, and files to delete afterwards.
+
+    ``raster`` is the ``layers.RasterSource`` of the image: a layer without a file of its own is
+    written to its temporary GeoTIFF in the worker, before training.
+    """
+
+    sources: list
+    config: object
+    raster: Optional[object] = None
+    resume: bool = False
+    cleanup: List[Callable[[], None]] = field(default_factory=list)
+
+    def remove_temporary_files(self) -> None:
+        for remove in self.cleanup:
+            try:
+                remove()
+            except OSError as exc:
+                QgsMessageLog.logMessage(f"could not remove a temporary file: {exc}", LOG_TAG, Qgis.Warning)
+
+
+def expected_errors() -> tuple:
+    """Engine exceptions that carry a message for the user (imported late: they need torch)."""
+    from cwsam_core.checkpoint import CheckpointError
+    from cwsam_core.datasets import TrainingDataError
+    from cwsam_core.model_file import ModelFileError
+    from cwsam_core.radiometry import RadiometryError
+
+    return (TrainingDataError, CheckpointError, RadiometryError, ModelFileError, ValueError, OSError)
+
+
+def run_training(job: TrainingJob, progress: Optional[Callable[[dict], None]] = None,
+                 should_cancel: Optional[Callable[[], bool]] = None) -> TrainOutcome:
+    """Run the engine on ``job``; engine errors become ``TrainOutcome.error`` instead of exceptions.
+
+    Shared by the dock's task and the Processing algorithm, so both train the same way.
+    """
+    from cwsam_core.training import train
+
+    try:
+        if job.raster is not None:
+            job.raster.materialize()
+        result = train(job.sources, job.config, resume=job.resume, progress=progress, should_cancel=should_cancel)
+    except expected_errors() as exc:
+        return TrainOutcome(error=str(exc), cancelled=bool(should_cancel and should_cancel()))
+    except Exception as exc:  # noqa: BLE001 - QGIS must never see an exception from a task
+        return TrainOutcome(error=f"training failed: {type(exc).__name__}: {exc}", details=traceback.format_exc())
+    outcome = TrainOutcome(result=result, cancelled=bool(result.cancelled))
+    if outcome.model_path is None:
+        outcome.result = None
+        if not outcome.cancelled:
+            outcome.error = f"training ended without writing a model file at {result.model_path}"
+    return outcome
+
+
+class TrainTask(QgsTask):
+    """Trains one model. Signals carry the engine's progress dictionaries' values.
+
+    Signals:
+      step_done(epoch, epochs, step, steps, loss): after each optimizer step (epoch and step from 1).
+      epoch_done(epoch, epochs, val_miou, train_loss, best_miou): after each validation pass.
+      outcome_ready(TrainOutcome): in the main thread, once, when the task ends in any way.
+    """
+
+    step_done = pyqtSignal(int, int, int, int, float)
+    epoch_done = pyqtSignal(int, int, float, float, float)
+    outcome_ready = pyqtSignal(object)
+
+    def __init__(self, job: TrainingJob, description: str = "CWSAM fine-tuning") -> None:
+        super().__init__(description, QgsTask.CanCancel)
+        self.job = job
+        self.outcome = TrainOutcome()
+
+    def _progress(self, info: dict) -> None:
+        epochs = int(info["epochs"])
+        if "loss" in info:
+            epoch, step, steps = int(info["epoch"]), int(info["step"]), int(info["steps"])
+            self.setProgress(100.0 * ((epoch - 1) * steps + step) / max(1, epochs * steps))
+            self.step_done.emit(epoch, epochs, step, steps, float(info["loss"]))
+        elif "val_miou" in info:
+            self.epoch_done.emit(int(info["epoch"]), epochs, float(info["val_miou"]), float(info["train_loss"]),
+                                 float(info["best_miou"]))
+
+    def run(self) -> bool:  # worker thread
+        self.outcome = run_training(self.job, self._progress, self.isCanceled)
+        return self.outcome.result is not None
+
+    def finished(self, result: bool) -> None:  # main thread
+        self.job.remove_temporary_files()
+        if self.isCanceled():
+            self.outcome.cancelled = True
+        if self.outcome.details:
+            QgsMessageLog.logMessage(self.outcome.details, LOG_TAG, Qgis.Critical)
+        self.outcome_ready.emit(self.outcome)
+
+
+def describe_outcome(outcome: TrainOutcome) -> str:
+    """One line for the message bar."""
+    if outcome.error:
+        return f"Fine-tuning failed: {outcome.error}"
+    result = outcome.result
+    if result is None:
+        return "Fine-tuning cancelled before the first epoch ended: no model was written."
+    if result.best_epoch > 0:
+        quality = f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}"
+    else:
+        quality = "no validation part, last weights kept"
+    head = "Fine-tuning cancelled; the best model so far is kept" if outcome.cancelled else "Fine-tuning done"
+    return f"{head} ({quality}): {result.model_path}"
+
+
+def history_lines(result) -> Sequence[str]:
+    """Per-epoch lines for the log panel."""
+    return [f"epoch {r.epoch}: loss {r.train_loss:.4f}, val mIoU {r.val_miou:.3f}, OA {r.val_overall_accuracy:.3f}, "
+            f"{r.seconds:.1f} s" for r in result.history]
+
+
+MODEL_SUFFIX = ".cwsam.pt"
+
+
+def model_output_path(path: str | Path) -> Path:
+    """The output path with the model file suffix (``.cwsam.pt``) added when it lacks it."""
+    path = Path(path)
+    return path if path.name.endswith(MODEL_SUFFIX) else path.with_name(path.name + MODEL_SUFFIX)
+
+
+def training_job(
+    raster,
+    polygons,
+    class_field: str,
+    classes: list,
+    output: str | Path,
+    backbone: str,
+    sam_checkpoint: Optional[str | Path] = None,
+    epochs: int = 10,
+    steps_per_epoch: int = 50,
+    batch_size: int = 4,
+    lr: float = 2e-4,
+    val_fraction: float = 0.2,
+    tile_size: Optional[int] = None,
+    device: str = "auto",
+) -> TrainingJob:
+    """The engine's sources and config for a raster (a ``layers.RasterSource`` or a path) and a polygon
+    file (a ``PolygonFile``); the job deletes both where they are temporary exports.
+
+    ``classes`` are ``cwsam_core.model_file.ClassInfo``: for an integer field, ``value`` is the field
+    value; for a text field, ``name`` is the text. Raises ValueError with a message for bad settings.
+    """
+    from cwsam_core.build import backbone_config
+    from cwsam_core.training import TrainConfig, TrainingSource
+
+    config = backbone_config(backbone)
+    if config.sam_checkpoint and not sam_checkpoint:
+        raise ValueError(f"backbone {backbone} starts from SAM: choose its SAM checkpoint ({config.sam_checkpoint}), "
+                         "or the vit_tiny backbone, which needs none")
+    if sam_checkpoint and not Path(sam_checkpoint).is_file():
+        raise ValueError(f"SAM checkpoint not found: {sam_checkpoint}")
+    output = model_output_path(output)
+    if not output.parent.is_dir():
+        raise ValueError(f"the output folder does not exist: {output.parent}")
+    if tile_size and tile_size % 16:
+        raise ValueError(f"tile size must be a multiple of 16 pixels, got {tile_size}")
+    image = Path(getattr(raster, "path", raster))
+    source = TrainingSource(image=image, polygons=Path(polygons.path), class_field=class_field,
+                            layer=polygons.layer)
+    train_config = TrainConfig(
+        backbone=backbone, classes=list(classes), output=output,
+        sam_checkpoint=Path(sam_checkpoint) if sam_checkpoint and config.sam_checkpoint else None,
+        tile_size=tile_size or None, epochs=int(epochs), steps_per_epoch=int(steps_per_epoch),
+        batch_size=int(batch_size), lr=float(lr), val_fraction=float(val_fraction), device=device,
+        # Short runs from the dock would otherwise spend most of their steps warming up.
+        warmup_steps=min(20, max(1, int(epochs) * int(steps_per_epoch) // 10)),
+    )
+    cleanup = [polygons.remove] if polygons.temporary else []
+    if hasattr(raster, "cleanup"):
+        cleanup.append(raster.cleanup)
+    return TrainingJob([source], train_config, raster=raster if hasattr(raster, "materialize") else None,
+                       cleanup=cleanup)
