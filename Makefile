@@ -13,13 +13,14 @@ PYTEST_ARGS   ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup test test-slow bench clean apt-deps
+.PHONY: help setup test test-slow bench bench-train clean apt-deps
 
 help:
 	@echo "make setup      install system packages (apt) and .venv with pinned dependencies"
 	@echo "make test       run the whole test suite headless (runs setup when needed)"
 	@echo "make test-slow  also run the opt-in slow tests (full-size SAM backbones)"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make bench-train  train and score vit_tiny on the real SAR data in ../shared (about 25 min)"
 	@echo "make clean      remove .venv, caches and test outputs"
 
 setup: $(STAMP)
@@ -52,6 +53,9 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_classify.py
+
+bench-train: $(STAMP)
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info .test-profile
