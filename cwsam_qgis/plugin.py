@@ -1,61 +1,119 @@
-"""The plugin class: thin, it only wires actions into the QGIS interface."""
+"""The plugin class: thin, it wires the dock, the menu/toolbar action and the Processing provider
+into QGIS. Heavy dependencies are checked at load; when they are missing the plugin still loads
+and says what to install."""
 
 from __future__ import annotations
 
-import importlib
+import traceback
 from pathlib import Path
+from typing import List, Optional
 
-from qgis.core import Qgis, QgsMessageLog
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
+from . import dependencies, messages
+
 PLUGIN_NAME = "CWSAM"
-LOG_TAG = "CWSAM"
-ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
-REQUIRED_MODULES = ("torch", "segment_anything", "rasterio", "cwsam_core")
-
-
-def missing_dependencies() -> list[str]:
-    """Names of the Python modules the plugin needs that cannot be imported here."""
-    missing = []
-    for name in REQUIRED_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception:  # a broken install counts as missing
-            missing.append(name)
-    return missing
+ICON_PATH = Path(__file__).resolve().parent / "icon.svg"
+if not ICON_PATH.is_file():  # a checkout keeps the icon in resources/
+    ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
 
 
 class CwsamPlugin:
-    """Registers the CWSAM actions in the Raster menu and the toolbar."""
+    """A dock (Classify, Fine-tune, Setup) toggled from the Raster menu and the toolbar, plus the
+    "cwsam" Processing provider."""
 
     def __init__(self, iface) -> None:
         self.iface = iface
-        self.actions: list[QAction] = []
+        self.actions: List[QAction] = []
+        self.dock = None
+        self.provider = None
+        self.report: Optional[dependencies.DependencyReport] = None
 
-    def initGui(self) -> None:  # noqa: N802 (QGIS's name)
-        about = QAction(QIcon(str(ICON_PATH)), "About CWSAM / check dependencies", self.iface.mainWindow())
+    # --- QGIS hooks ---------------------------------------------------------------------------
+
+    def initProcessing(self) -> None:  # noqa: N802 (QGIS's name; qgis_process calls only this)
+        if self.report is None:
+            self.report = self._check_dependencies()
+        if self.provider is None:
+            from .processing.provider import CwsamProvider
+
+            self.provider = CwsamProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802
+        self.initProcessing()
+        icon = QIcon(str(ICON_PATH))
+        main_window = self.iface.mainWindow()
+        self.dock_action = QAction(icon, "CWSAM SAR classification", main_window)
+        self.dock_action.setCheckable(True)
+        self.dock_action.setToolTip("Show the CWSAM dock: classify SAR rasters and fine-tune from polygons")
+        self.dock_action.toggled.connect(self.show_dock)
+        about = QAction(icon, "About CWSAM / check dependencies", main_window)
         about.triggered.connect(self.show_status)
-        self.iface.addPluginToRasterMenu(PLUGIN_NAME, about)
-        self.actions.append(about)
+        for action in (self.dock_action, about):
+            self.iface.addPluginToRasterMenu(PLUGIN_NAME, action)
+            self.actions.append(action)
+        self.iface.addToolBarIcon(self.dock_action)
+        if not self.report.ok:
+            messages.warning(self.iface, self.report.summary(), self.report.details())
 
     def unload(self) -> None:
         for action in self.actions:
             self.iface.removePluginRasterMenu(PLUGIN_NAME, action)
+            self.iface.removeToolBarIcon(action)
             action.deleteLater()
         self.actions.clear()
+        if self.dock is not None:
+            self.dock.shutdown()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def show_dock(self, visible: bool = True) -> None:
+        """Create the dock on first use and show or hide it."""
+        if self.dock is None:
+            from .dock import CwsamDock
+
+            self.dock = CwsamDock(self.iface, self.report)
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.dock.visibilityChanged.connect(self._sync_action)
+        self.dock.setVisible(visible)
+        if self.dock_action.isChecked() != visible:
+            self.dock_action.setChecked(visible)
+
+    def _sync_action(self, visible: bool) -> None:
+        if self.actions and self.dock_action.isChecked() != visible:
+            self.dock_action.blockSignals(True)
+            self.dock_action.setChecked(visible)
+            self.dock_action.blockSignals(False)
 
     def show_status(self) -> str:
-        """Tell the user whether the Python dependencies are importable; returns the message."""
-        missing = missing_dependencies()
-        if missing:
-            message = f"CWSAM cannot find: {', '.join(missing)}. See the README, section 'Installing the plugin'."
-            level = Qgis.Warning
-        else:
+        """Check the dependencies again and tell the user; returns the message."""
+        self.report = self._check_dependencies()
+        if self.report.ok:
             import cwsam_core
 
             message = f"CWSAM {cwsam_core.__version__}: all dependencies found."
-            level = Qgis.Info
-        QgsMessageLog.logMessage(message, LOG_TAG, level)
-        self.iface.messageBar().pushMessage(PLUGIN_NAME, message, level=level)
+            messages.notify(self.iface, message, Qgis.Info, self.report.details())
+        else:
+            message = self.report.summary()
+            messages.warning(self.iface, message, self.report.details())
+        if self.dock is not None:
+            self.dock.set_dependency_report(self.report)
         return message
+
+    @staticmethod
+    def _check_dependencies() -> dependencies.DependencyReport:
+        try:
+            return dependencies.check()
+        except Exception as exc:  # noqa: BLE001 - loading must never raise into QGIS
+            messages.log(traceback.format_exc(), Qgis.Critical)
+            return dependencies.DependencyReport(None, {"(check)": f"{type(exc).__name__}: {exc}"})

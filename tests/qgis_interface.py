@@ -6,7 +6,8 @@ methods, which are provided here by a real main window, real menus and a real me
 
 from __future__ import annotations
 
-from qgis.gui import QgsMessageBar
+from qgis.core import QgsProject
+from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsMapCanvas, QgsMessageBar
 from qgis.PyQt.QtWidgets import QMainWindow, QMenu, QToolBar
 
 
@@ -17,6 +18,10 @@ class HeadlessInterface:
         self.raster_menus: dict[str, QMenu] = {}
         self.toolbar = QToolBar("Plugins", self._main_window)
         self.dock_widgets: list = []
+        # A real canvas that follows the project's layer tree, as in the desktop application.
+        self._canvas = QgsMapCanvas(self._main_window)
+        self._canvas.resize(600, 400)
+        self._bridge = QgsLayerTreeMapCanvasBridge(QgsProject.instance().layerTreeRoot(), self._canvas)
 
     def mainWindow(self) -> QMainWindow:  # noqa: N802
         return self._main_window
@@ -39,3 +44,15 @@ class HeadlessInterface:
 
     def removeToolBarIcon(self, action) -> None:  # noqa: N802
         self.toolbar.removeAction(action)
+
+    def mapCanvas(self) -> QgsMapCanvas:  # noqa: N802
+        return self._canvas
+
+    def addDockWidget(self, area, dock) -> None:  # noqa: N802
+        self._main_window.addDockWidget(area, dock)
+        self.dock_widgets.append(dock)
+
+    def removeDockWidget(self, dock) -> None:  # noqa: N802
+        self._main_window.removeDockWidget(dock)
+        if dock in self.dock_widgets:
+            self.dock_widgets.remove(dock)

@@ -34,9 +34,12 @@ def test_class_factory_init_gui_and_unload(qgis_app):
     iface = HeadlessInterface()
     plugin = cwsam_qgis.classFactory(iface)
     plugin.initGui()
-    assert [a.text() for a in iface.raster_menus["CWSAM"].actions()] == ["About CWSAM / check dependencies"]
+    assert [a.text() for a in iface.raster_menus["CWSAM"].actions()] == [
+        "CWSAM SAR classification", "About CWSAM / check dependencies"]
+    assert [a.text() for a in iface.toolbar.actions()] == ["CWSAM SAR classification"]
     message = plugin.show_status()
     assert "all dependencies found" in message
     plugin.unload()
     assert "CWSAM" not in iface.raster_menus
+    assert iface.toolbar.actions() == []
     assert plugin.actions == []

@@ -1,0 +1,162 @@
+"""Where the plugin finds torch & co, whether they import, and the exact commands that fix it.
+
+QGIS runs its own Python (on Debian the system one), which has no torch. The heavy dependencies
+live in a separate virtual environment (by default the project's ``.venv`` made by ``make setup``)
+whose site-packages folder is added to the import path with ``site.addsitedir``, so the
+environment's ``.pth`` files (the editable install of ``cwsam_core``) apply too. Nothing here
+imports torch at module import time, and nothing raises: problems are returned as text.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import site
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from . import settings
+
+PLUGIN_DIR = Path(__file__).resolve().parent  # resolved: a development install is a symlink into the checkout
+BUNDLED_LIBS = PLUGIN_DIR / "libs"  # the packaged plugin carries cwsam_core here
+CHECKOUT = PLUGIN_DIR.parent if (PLUGIN_DIR.parent / "cwsam_core").is_dir() else None
+USER_ENV = Path.home() / ".local" / "share" / "cwsam" / "venv"
+
+# Module -> pip requirement. cwsam_core comes with the plugin (bundled) or the checkout (editable install).
+REQUIRED: Dict[str, Optional[str]] = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "segment_anything": "segment-anything",
+    "rasterio": "rasterio",
+    "pyogrio": "pyogrio",
+    "shapely": "shapely",
+    "cwsam_core": None,
+}
+
+
+def python_tag() -> str:
+    """"3.11": environments must be built for the Python version QGIS runs."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def site_packages(env: Path) -> Path:
+    """The site-packages folder of the virtual environment ``env`` for this Python version."""
+    if os.name == "nt":
+        return env / "Lib" / "site-packages"
+    return env / "lib" / f"python{python_tag()}" / "site-packages"
+
+
+def candidate_environments() -> List[Path]:
+    """Default environments, in order: the checkout's ``.venv`` (``make setup``), then the user's one."""
+    return ([CHECKOUT / ".venv"] if CHECKOUT else []) + [USER_ENV]
+
+
+def configured_environment() -> Optional[Path]:
+    """The environment from the settings, else the first default built for this Python, else None."""
+    chosen = str(settings.value(settings.PYTHON_ENV) or "").strip()
+    if chosen:
+        return Path(chosen).expanduser()
+    for env in candidate_environments():
+        if site_packages(env).is_dir():
+            return env
+    return None
+
+
+@dataclass
+class DependencyReport:
+    """The outcome of one check: the environment used, what is missing (module -> error) and notes."""
+
+    environment: Optional[Path]
+    missing: Dict[str, str] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+    def summary(self) -> str:
+        """One line for the message bar."""
+        if self.ok:
+            return "CWSAM: all Python dependencies found" + (f" (environment {self.environment})"
+                                                            if self.environment else "")
+        return (f"CWSAM cannot import {', '.join(self.missing)}: classification and training are unavailable. "
+                "See the CWSAM dock's Setup tab or the log for the commands that fix it.")
+
+    def details(self) -> str:
+        """What was tried and the commands that fix it, for the log panel and the Setup tab."""
+        lines = [f"QGIS Python: {sys.version.split()[0]} ({sys.executable})",
+                 f"Python environment: {self.environment or '(none found)'}"]
+        lines += self.notes
+        if self.ok:
+            return "\n".join(lines)
+        lines.append("Missing modules:")
+        lines += [f"  {name}: {error}" for name, error in self.missing.items()]
+        lines.append("Fix it with:")
+        lines += ["  " + c for c in fix_commands(self.environment)]
+        return "\n".join(lines)
+
+
+def activate(environment: Optional[Path]) -> List[str]:
+    """Put the bundled ``cwsam_core`` and ``environment``'s site-packages on the import path.
+
+    Returns notes about anything that looks wrong (not found, built for another Python version).
+    """
+    notes: List[str] = []
+    if BUNDLED_LIBS.is_dir() and str(BUNDLED_LIBS) not in sys.path:
+        sys.path.insert(0, str(BUNDLED_LIBS))
+    if environment is None:
+        notes.append("No Python environment found at " + " or ".join(str(e) for e in candidate_environments()))
+        return notes
+    packages = site_packages(environment)
+    if not packages.is_dir():
+        built = sorted(p.name for p in (environment / "lib").glob("python*")) if (environment / "lib").is_dir() else []
+        notes.append(
+            f"{environment} has no {packages.relative_to(environment)}"
+            + (f": it was built for {', '.join(built)}, QGIS runs Python {python_tag()}" if built else "")
+        )
+        return notes
+    if str(packages) not in sys.path:
+        site.addsitedir(str(packages))  # also runs its .pth files (the editable cwsam_core)
+    for variable in ("PROJ_LIB", "PROJ_DATA"):
+        if os.environ.get(variable):
+            notes.append(f"{variable} is set ({os.environ[variable]}): if rasterio reports PROJ errors, unset it")
+    return notes
+
+
+def missing_modules(modules: Optional[List[str]] = None) -> Dict[str, str]:
+    """Module name -> one-line import error, for each required module that cannot be imported."""
+    missing: Dict[str, str] = {}
+    for name in modules if modules is not None else list(REQUIRED):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a broken install (DLL, ABI) counts as missing, never raises
+            missing[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return missing
+
+
+def check(modules: Optional[List[str]] = None) -> DependencyReport:
+    """Activate the configured environment and import each required module."""
+    environment = configured_environment()
+    notes = activate(environment)
+    return DependencyReport(environment, missing_modules(modules), notes)
+
+
+def fix_commands(environment: Optional[Path] = None) -> List[str]:
+    """Shell commands that create or complete the environment, for this QGIS's Python version."""
+    python = f"/usr/bin/python{python_tag()}" if os.name != "nt" else "python"
+    if CHECKOUT is not None and (CHECKOUT / "Makefile").is_file():
+        commands = [f"cd {CHECKOUT} && make setup"]
+        target = CHECKOUT / ".venv"
+    else:
+        target = environment or USER_ENV
+        requirements = PLUGIN_DIR / "requirements.txt"
+        pip = target / ("Scripts" if os.name == "nt" else "bin") / "python"
+        commands = [f"{python} -m venv --system-site-packages {target}",
+                    f"{pip} -m pip install -r {requirements}"]
+    chosen = configured_environment()
+    if chosen is None or chosen != target:
+        commands.append(f"then set the CWSAM Python environment (dock, Setup tab) to {target}")
+    commands.append("and restart QGIS")
+    return commands

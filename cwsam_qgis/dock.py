@@ -1,0 +1,46 @@
+"""The CWSAM dock: Classify, Fine-tune and Setup tabs."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from qgis.PyQt.QtWidgets import QDockWidget, QTabWidget, QWidget
+
+from . import dependencies
+from .widgets.classify_panel import ClassifyPanel
+from .widgets.setup_panel import SetupPanel
+from .widgets.train_panel import TrainPanel
+
+
+class CwsamDock(QDockWidget):
+    """Holds the panels; a model trained in Fine-tune is offered to Classify."""
+
+    def __init__(self, iface, report: Optional[dependencies.DependencyReport] = None,
+                 parent: Optional[QWidget] = None) -> None:
+        super().__init__("CWSAM SAR classification", parent or iface.mainWindow())
+        self.setObjectName("CwsamDock")
+        self.tabs = QTabWidget(self)
+        self.classify_panel = ClassifyPanel(iface, self.tabs)
+        self.train_panel = TrainPanel(iface, self.tabs)
+        self.setup_panel = SetupPanel(report, self.tabs)
+        self.tabs.addTab(self.classify_panel, "Classify")
+        self.tabs.addTab(self.train_panel, "Fine-tune")
+        self.tabs.addTab(self.setup_panel, "Setup")
+        if report is not None and not report.ok:
+            self.tabs.setCurrentWidget(self.setup_panel)
+        self.setWidget(self.tabs)
+        self.train_panel.model_trained.connect(self.offer_model)
+
+    def offer_model(self, model_path: str, layer_id: str) -> None:
+        self.classify_panel.offer_model(model_path, layer_id)
+        self.tabs.setCurrentWidget(self.classify_panel)
+
+    def set_dependency_report(self, report: dependencies.DependencyReport) -> None:
+        self.setup_panel.show_report(report)
+
+    def shutdown(self) -> None:
+        """Stop running tasks before the plugin unloads."""
+        self.classify_panel.shutdown()
+        stop = getattr(self.train_panel, "shutdown", None)
+        if stop is not None:
+            stop()

@@ -1,0 +1,154 @@
+"""Processing algorithm "Classify SAR raster": the dock's Classify, for the Toolbox, the Model Designer,
+batch mode and ``qgis_process``. Same engine call as the dock (``run_classification``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
+    QgsProcessingOutputString, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent, QgsProcessingParameterFile, QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+)
+
+from ..layers import LayerError, class_renderer, confidence_renderer, raster_source
+from ..tasks.classify_task import ClassifyRequest, area_summary, run_classification
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+INPUT_SCALES = ["auto", "db", "linear", "amplitude"]
+MODEL_FILTER = "CWSAM model file (*.pt *.pth);;All files (*.*)"
+
+# Post-processors must outlive processAlgorithm (QGIS holds a plain pointer): keep the latest ones.
+_STYLERS: list = []
+
+
+class _Styler(QgsProcessingLayerPostProcessorInterface):
+    """Styles a loaded output: the class raster paletted with the model's classes, or the confidence grey."""
+
+    def __init__(self, classes=None) -> None:
+        super().__init__()
+        self.classes = classes
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802
+        if layer is not None and layer.isValid():
+            layer.setRenderer(class_renderer(layer, self.classes) if self.classes else confidence_renderer(layer))
+            layer.triggerRepaint()
+
+
+def _keep(styler: _Styler) -> _Styler:
+    _STYLERS.append(styler)
+    del _STYLERS[:-8]
+    return styler
+
+
+class ClassifyAlgorithm(QgsProcessingAlgorithm):
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    SAM_CHECKPOINT = "SAM_CHECKPOINT"
+    EXTENT = "EXTENT"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    DEVICE = "DEVICE"
+    INPUT_SCALE = "INPUT_SCALE"
+    OUTPUT = "OUTPUT"
+    CONFIDENCE = "CONFIDENCE"
+    RECORD = "RECORD"
+    SUMMARY = "SUMMARY"
+
+    def name(self) -> str:
+        return "classify"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Classify SAR raster"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Classifies a SAR raster into the land-cover classes of a CWSAM model file: overlapping tiles with "
+            "blended probabilities, the raster's grid and CRS kept. Writes a GeoTIFF of class values (with a "
+            "paletted style of the model's class names and colours), optionally the per-pixel confidence in percent, "
+            "and a .run.json record beside it. Extent: only the pixels it touches are classified. Tile size 0 uses "
+            "the model's. Models fine-tuned from SAM need the SAM checkpoint they were trained with."
+        )
+
+    def createInstance(self):  # noqa: N802
+        return ClassifyAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
+        self.addParameter(QgsProcessingParameterFile(self.MODEL, "CWSAM model file", fileFilter=MODEL_FILTER))
+        self.addParameter(QgsProcessingParameterFile(
+            self.SAM_CHECKPOINT, "SAM checkpoint (models fine-tuned from SAM)", optional=True,
+            fileFilter="SAM checkpoint (*.pth *.pt);;All files (*.*)"))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the whole raster)",
+                                                       optional=True))
+        advanced = [
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the model's)",
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
+            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (fraction)", QgsProcessingParameterNumber.Double,
+                                         0.25, minValue=0.0, maxValue=0.9),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (tiles)", QgsProcessingParameterNumber.Integer,
+                                         4, minValue=1),
+            QgsProcessingParameterEnum(self.DEVICE, "Device", DEVICES, defaultValue=0),
+            QgsProcessingParameterEnum(self.INPUT_SCALE, "Input scale", INPUT_SCALES, defaultValue=0),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classes"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.CONFIDENCE, "Confidence (%)", optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputFile(self.RECORD, "Run record (JSON)"))
+        self.addOutput(QgsProcessingOutputString(self.SUMMARY, "Area per class (JSON)"))
+
+    def processAlgorithm(self, parameters, context, feedback) -> dict:  # noqa: N802
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        try:
+            source = raster_source(layer)
+        except LayerError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if not model or not Path(model).is_file():
+            raise QgsProcessingException(f"model file not found: {model!r}; give a CWSAM model file")
+        sam = self.parameterAsFile(parameters, self.SAM_CHECKPOINT, context)
+        bounds = None
+        if parameters.get(self.EXTENT):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            bounds = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        output = Path(self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
+        confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) \
+            if parameters.get(self.CONFIDENCE) else None
+        request = ClassifyRequest(
+            source=source, output=output, model=Path(model), sam_checkpoint=Path(sam) if sam else None,
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context) or None,
+            overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            input_scale=INPUT_SCALES[self.parameterAsEnum(parameters, self.INPUT_SCALE, context)],
+            confidence=Path(confidence) if confidence else None, bounds=bounds,
+        )
+        outcome = run_classification(request, lambda f, m: feedback.setProgress(100.0 * f), feedback.isCanceled,
+                                     feedback=feedback)
+        if outcome.result is None:
+            if outcome.details:
+                feedback.reportError(outcome.details)
+            raise QgsProcessingException(outcome.error or "classification failed")
+        result = outcome.result
+        from cwsam_core.model_file import read_model_card
+
+        classes = read_model_card(model).classes
+        for note in result.warnings:
+            feedback.pushWarning(note)
+        rows = area_summary(result, classes)
+        for _colour, name, pixels, share, area in rows:
+            feedback.pushInfo(f"{name:<20} {share:>7.1%} {area:>16} ({pixels:,} px)")
+        if context.willLoadLayerOnCompletion(str(output)):
+            context.layerToLoadOnCompletionDetails(str(output)).setPostProcessor(_keep(_Styler(classes)))
+        if confidence and context.willLoadLayerOnCompletion(confidence):
+            context.layerToLoadOnCompletionDetails(confidence).setPostProcessor(_keep(_Styler()))
+        summary = {name: {"pixels": pixels, "area": result.areas[value], "unit": result.area_unit}
+                   for value, (_c, name, pixels, _s, _a) in zip(result.pixel_counts, rows)}
+        return {self.OUTPUT: str(result.output), self.CONFIDENCE: str(result.confidence) if result.confidence else None,
+                self.RECORD: str(result.record), self.SUMMARY: json.dumps(summary)}

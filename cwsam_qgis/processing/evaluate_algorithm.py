@@ -1,0 +1,121 @@
+"""Processing algorithm "Evaluate CWSAM model": classify a labelled SAR raster the way a user would and
+score it (IoU per class, mIoU, overall accuracy, kappa) with ``cwsam_core.evaluation.evaluate``."""
+
+from __future__ import annotations
+
+import json
+import math
+import traceback
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
+    QgsProcessingParameterFile, QgsProcessingParameterFileDestination, QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from ..layers import LayerError, raster_source
+from ..tasks.classify_task import expected_errors
+from .classify_algorithm import DEVICES, MODEL_FILTER
+
+
+def _number(value: float):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+class EvaluateAlgorithm(QgsProcessingAlgorithm):
+    INPUT = "INPUT"
+    LABELS = "LABELS"
+    MODEL = "MODEL"
+    SAM_CHECKPOINT = "SAM_CHECKPOINT"
+    IGNORE = "IGNORE"
+    DEVICE = "DEVICE"
+    OUTPUT = "OUTPUT"
+    MIOU = "MIOU"
+    OVERALL_ACCURACY = "OVERALL_ACCURACY"
+    KAPPA = "KAPPA"
+
+    def name(self) -> str:
+        return "evaluate"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Evaluate CWSAM model"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Classifies a SAR raster with a CWSAM model file (same tiling and radiometry as Classify) and compares "
+            "the result with a label raster (read onto the SAR raster's grid). Label values the model does not "
+            "name, the ignore values and nodata are left out. Writes a JSON report: IoU, precision, recall and F1 "
+            "per class, mIoU, overall accuracy, frequency-weighted IoU and kappa."
+        )
+
+    def createInstance(self):  # noqa: N802
+        return EvaluateAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, "Label raster (class values)"))
+        self.addParameter(QgsProcessingParameterFile(self.MODEL, "CWSAM model file", fileFilter=MODEL_FILTER))
+        self.addParameter(QgsProcessingParameterFile(
+            self.SAM_CHECKPOINT, "SAM checkpoint (models fine-tuned from SAM)", optional=True,
+            fileFilter="SAM checkpoint (*.pth *.pt);;All files (*.*)"))
+        self.addParameter(QgsProcessingParameterString(
+            self.IGNORE, "Label values to ignore (comma separated)", defaultValue="", optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT, "Evaluation report", fileFilter="JSON (*.json)"))
+        self.addOutput(QgsProcessingOutputNumber(self.MIOU, "mIoU"))
+        self.addOutput(QgsProcessingOutputNumber(self.OVERALL_ACCURACY, "Overall accuracy"))
+        self.addOutput(QgsProcessingOutputNumber(self.KAPPA, "Kappa"))
+
+    def processAlgorithm(self, parameters, context, feedback) -> dict:  # noqa: N802
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if not model or not Path(model).is_file():
+            raise QgsProcessingException(f"model file not found: {model!r}; give a CWSAM model file")
+        text = self.parameterAsString(parameters, self.IGNORE, context) or ""
+        try:
+            ignore = [int(v) for v in text.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise QgsProcessingException(f"ignore values must be integers separated by commas, got {text!r}") from None
+        sam = self.parameterAsFile(parameters, self.SAM_CHECKPOINT, context)
+        output = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
+        sources = []
+        try:
+            for name in (self.INPUT, self.LABELS):
+                sources.append(raster_source(self.parameterAsRasterLayer(parameters, name, context)))
+            image, labels = (s.materialize(feedback) for s in sources)
+            from cwsam_core.evaluation import evaluate
+
+            metrics, card = evaluate(
+                model, [(image, labels)], sam_checkpoint=sam or None, ignore_values=ignore,
+                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                progress=lambda fraction, _message: feedback.setProgress(100.0 * fraction),
+            )
+        except LayerError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        except ImportError as exc:
+            raise QgsProcessingException(f"CWSAM's Python dependencies cannot be imported ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - engine errors become one-line Processing errors
+            from cwsam_core.datasets import TrainingDataError
+
+            if isinstance(exc, (*expected_errors(), TrainingDataError)):
+                raise QgsProcessingException(str(exc)) from None
+            feedback.reportError(traceback.format_exc())
+            raise QgsProcessingException(f"evaluation failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            for source in sources:
+                source.cleanup()
+        rows = metrics.per_class([c.value for c in card.classes], [c.name for c in card.classes])
+        report = {"model": str(model), "image": self.parameterAsRasterLayer(parameters, self.INPUT, context).source(),
+                  "miou": _number(metrics.miou), "overall_accuracy": _number(metrics.overall_accuracy),
+                  "fwiou": _number(metrics.fwiou), "kappa": _number(metrics.kappa), "pixels": metrics.pixels,
+                  "per_class": rows}
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2))
+        for row in rows:
+            iou = row["iou"]
+            feedback.pushInfo(f"{row['value']:>5} {row['name']:<20} IoU {'-' if iou is None else f'{iou:.4f}'}")
+        feedback.pushInfo(f"mIoU {metrics.miou:.4f}, OA {metrics.overall_accuracy:.4f}, kappa {metrics.kappa:.4f} "
+                          f"({metrics.pixels:,} labelled pixels)")
+        return {self.OUTPUT: str(output), self.MIOU: _number(metrics.miou),
+                self.OVERALL_ACCURACY: _number(metrics.overall_accuracy), self.KAPPA: _number(metrics.kappa)}

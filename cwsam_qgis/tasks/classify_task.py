@@ -1,0 +1,137 @@
+"""Classification in the background: a QgsTask around ``cwsam_core.inference.classify_file``.
+
+The task only runs the engine on files; the layer (if it had no file of its own) was reduced to a
+provider clone in the main thread and is exported here. Results reach the main thread through
+Python attributes and ``finished()``; layers are added there, never in ``run()``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from qgis.core import QgsTask
+
+from ..layers import LayerError, RasterSource
+
+
+@dataclass
+class ClassifyRequest:
+    """One classification: the engine's arguments, plus the source of the input raster."""
+
+    source: RasterSource
+    output: Path
+    model: Path
+    sam_checkpoint: Optional[Path] = None
+    tile_size: Optional[int] = None  # None: the model's
+    overlap: float = 0.25
+    batch_size: int = 4
+    device: str = "auto"
+    confidence: Optional[Path] = None
+    bounds: Optional[Tuple[float, float, float, float]] = None  # in the raster's CRS
+    input_scale: str = "auto"
+    band_indexes: Optional[Sequence[int]] = None
+
+
+@dataclass
+class ClassifyOutcome:
+    """The engine's ``ClassificationResult``, or the one-line error that stopped it."""
+
+    result: Optional[object] = None
+    error: Optional[str] = None
+    details: Optional[str] = None  # traceback of an unexpected error, for the log panel
+    cancelled: bool = False
+
+
+def expected_errors() -> tuple:
+    """Engine exceptions whose message is meant for the user (imported late: they need torch)."""
+    from cwsam_core.checkpoint import CheckpointError
+    from cwsam_core.inference import ClassificationError
+    from cwsam_core.model_file import ModelFileError
+    from cwsam_core.radiometry import RadiometryError
+
+    return (ClassificationError, ModelFileError, CheckpointError, RadiometryError, LayerError)
+
+
+def run_classification(
+    request: ClassifyRequest, progress: Optional[Callable[[float, str], None]] = None,
+    should_cancel: Optional[Callable[[], bool]] = None, feedback=None,
+) -> ClassifyOutcome:
+    """Export the input if needed, classify it; errors become ``ClassifyOutcome.error``, never exceptions.
+
+    Shared by the dock's task and the Processing algorithm, so both classify the same way.
+    """
+    try:
+        from cwsam_core.inference import ClassificationCancelled, classify_file
+
+        errors = expected_errors()
+    except Exception as exc:  # noqa: BLE001 - missing dependencies
+        return ClassifyOutcome(error=f"CWSAM's Python dependencies cannot be imported ({exc}): see the Setup tab")
+    if not request.model.is_file():
+        return ClassifyOutcome(error=f"model file not found: {request.model}; choose a CWSAM model file (.cwsam.pt)")
+    try:
+        path = request.source.materialize(feedback)
+        if should_cancel is not None and should_cancel():
+            raise ClassificationCancelled("classification cancelled; nothing was written")
+        result = classify_file(
+            path, request.output, request.model, sam_checkpoint=request.sam_checkpoint, tile_size=request.tile_size,
+            device=request.device, confidence_path=request.confidence, overlap=request.overlap,
+            batch_size=request.batch_size, input_scale=request.input_scale, band_indexes=request.band_indexes,
+            bounds=request.bounds, progress=progress, should_cancel=should_cancel,
+        )
+    except ClassificationCancelled as exc:
+        return ClassifyOutcome(error=str(exc), cancelled=True)
+    except errors as exc:
+        return ClassifyOutcome(error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - QGIS must never see an exception from a task
+        return ClassifyOutcome(error=f"classification failed: {type(exc).__name__}: {exc}",
+                               details=traceback.format_exc())
+    finally:
+        request.source.cleanup()
+    return ClassifyOutcome(result=result)
+
+
+class ClassifyTask(QgsTask):
+    """Runs one ``ClassifyRequest``; ``on_done(outcome)`` is called in the main thread when it ends."""
+
+    def __init__(self, request: ClassifyRequest, on_done: Callable[[ClassifyOutcome], None]) -> None:
+        super().__init__(f"CWSAM: classify {request.source.layer_name}", QgsTask.CanCancel)
+        self.request = request
+        self.on_done = on_done
+        self.outcome = ClassifyOutcome()
+        self.last_message = ""
+
+    def run(self) -> bool:
+        def progress(fraction: float, message: str) -> None:
+            self.last_message = message
+            self.setProgress(100.0 * fraction)
+
+        self.outcome = run_classification(self.request, progress, self.isCanceled)
+        if self.isCanceled() and not self.outcome.cancelled and self.outcome.result is None:
+            self.outcome.cancelled = True
+        return self.outcome.result is not None
+
+    def finished(self, result: bool) -> None:  # main thread
+        self.on_done(self.outcome)
+
+
+def area_summary(result, classes: Sequence) -> List[Tuple[str, str, int, float, str]]:
+    """Rows (colour, name, pixels, share of classified pixels, area text) for a ``ClassificationResult``."""
+    total = sum(result.pixel_counts.values()) or 1
+    colours = {c.value: c.color for c in classes}
+    rows = []
+    for value, count in result.pixel_counts.items():
+        rows.append((colours.get(value, "#000000"), result.class_names.get(value, str(value)), count,
+                     count / total, format_area(result.areas.get(value, 0.0), result.area_unit)))
+    return rows
+
+
+def format_area(area: float, unit: str) -> str:
+    """``m2`` areas in ha or km2 (whichever reads better); pixel counts as they are."""
+    if unit != "m2":
+        return f"{area:,.0f} {unit}"
+    if area >= 1e6:
+        return f"{area / 1e6:,.3f} km²"
+    return f"{area / 1e4:,.2f} ha"

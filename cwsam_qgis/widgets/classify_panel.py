@@ -1,0 +1,353 @@
+"""The dock's "Classify" tab: choose a SAR raster layer and a model file, see whether they match,
+and classify the layer (or the current map view) in a background task."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from qgis.core import (
+    Qgis, QgsApplication, QgsCoordinateTransform, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer,
+)
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+    QPushButton, QSpinBox, QTextBrowser, QVBoxLayout, QWidget,
+)
+
+from .. import messages, settings
+from ..layers import LayerError, add_classification, default_output, layer_file, raster_source
+from ..tasks.classify_task import ClassifyOutcome, ClassifyRequest, ClassifyTask, area_summary
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+EXTENT_LAYER, EXTENT_VIEW = 0, 1
+SAMPLE_PIXELS = 65_536  # enough to detect the input scale; small enough to read at once
+
+
+def describe_fit(model_path: str, layer: Optional[QgsRasterLayer]) -> Tuple[str, List[str]]:
+    """HTML lines "model expects / layer has" and the problems that would stop or mislead a run.
+
+    Reads the model card and a small decimated sample of the layer's file (never the whole raster).
+    """
+    lines: List[str] = []
+    problems: List[str] = []
+    card = None
+    if model_path:
+        try:
+            from cwsam_core.model_file import read_model_card
+
+            card = read_model_card(model_path)
+            lines.append(
+                f"<b>Model expects</b>: bands {', '.join(card.bands)} in {card.input_scale}; "
+                f"{card.backbone}, tiles {card.tile_size} px; {len(card.classes)} classes"
+                + ("" if card.self_contained else f"; needs SAM checkpoint {html.escape(card.sam_checkpoint['name'])}")
+            )
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not raised
+            problems.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if layer is None or not isinstance(layer, QgsRasterLayer):
+        return "<br>".join(lines), problems
+    path = layer_file(layer)
+    if path is None:
+        lines.append(f"<b>Layer has</b>: {layer.bandCount()} band(s), no file of its own "
+                     "(exported to a temporary GeoTIFF when run)")
+        return "<br>".join(lines), problems
+    try:
+        import rasterio
+        from cwsam_core.radiometry import RadiometryError, SarReader
+
+        with rasterio.open(path) as dataset:
+            names = [d or f"band {i}" for i, d in enumerate(dataset.descriptions, start=1)]
+            has = f"<b>Layer has</b>: {dataset.count} band(s) ({html.escape(', '.join(names))}), {dataset.dtypes[0]}"
+            if card is None:
+                lines.append(has)
+                return "<br>".join(lines), problems
+            notes: List[str] = []
+            try:
+                reader = SarReader(dataset, card.bands, card.input_scale, normalization=card.normalization or
+                                   {"mean": [0, 0, 0], "std": [1, 1, 1]}, sample_pixels=SAMPLE_PIXELS,
+                                   warn=notes.append)
+                lines.append(has + f"; values look like <b>{reader.source_scale}</b>; bands used: "
+                             + ", ".join(f"{n}=band {i}" for n, i in zip(card.bands, reader.band_indexes)))
+                if reader.source_scale != card.input_scale:
+                    lines.append(f"<span style='color:#b36b00'>Values will be converted from {reader.source_scale} "
+                                 f"to {card.input_scale}.</span>")
+            except RadiometryError as exc:
+                lines.append(has)
+                problems.append(str(exc))
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"cannot read {path.name}: {exc}")
+    return "<br>".join(lines), problems
+
+
+class ClassifyPanel(QWidget):
+    """Layer, model, SAM checkpoint, extent, tiling, device, output; "Classify SAR layer" and "Cancel"."""
+
+    classified = pyqtSignal(str)  # the class raster's layer id, once added to the project
+
+    def __init__(self, iface, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.iface = iface
+        self.task: Optional[ClassifyTask] = None
+        self.last_outcome: Optional[ClassifyOutcome] = None
+        self.result_layer_ids: List[str] = []
+        self._classes: list = []
+        self._build()
+        self._load_settings()
+        self.update_fit()
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.layer_combo = QgsMapLayerComboBox(self)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setToolTip("The SAR raster to classify (e.g. Sentinel-1 VV, VH in dB)")
+        self.model_widget = QgsFileWidget(self)
+        self.model_widget.setFilter("CWSAM model file (*.pt *.pth);;All files (*)")
+        self.model_widget.setToolTip("A CWSAM model file, made by Fine-tune or `cwsam train`")
+        self.sam_widget = QgsFileWidget(self)
+        self.sam_widget.setFilter("SAM checkpoint (*.pth *.pt);;All files (*)")
+        self.sam_widget.setToolTip("Only for models fine-tuned from SAM: the SAM checkpoint they were trained with")
+        self.fit_label = QLabel(self)
+        self.fit_label.setWordWrap(True)
+        self.fit_label.setTextFormat(Qt.RichText)
+
+        self.extent_combo = QComboBox(self)
+        self.extent_combo.addItems(["Whole layer", "Current map view"])
+        self.tile_spin = QSpinBox(self)
+        self.tile_spin.setRange(0, 4096)
+        self.tile_spin.setSingleStep(16)
+        self.tile_spin.setSpecialValueText("model's")
+        self.tile_spin.setSuffix(" px")
+        self.overlap_spin = QDoubleSpinBox(self)
+        self.overlap_spin.setRange(0.0, 0.9)
+        self.overlap_spin.setSingleStep(0.05)
+        self.batch_spin = QSpinBox(self)
+        self.batch_spin.setRange(1, 256)
+        self.device_combo = QComboBox(self)
+        self.device_combo.addItems(DEVICES)
+        self.output_widget = QgsFileWidget(self)
+        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
+        self.output_widget.setFilter("GeoTIFF (*.tif)")
+        self.output_widget.lineEdit().setPlaceholderText("[beside the project, or a temporary folder]")
+        self.confidence_check = QCheckBox("Also add the confidence layer (%)", self)
+
+        self.run_button = QPushButton("Classify SAR layer", self)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar(self)
+        self.progress_bar.setRange(0, 100)
+        self.status_label = QLabel(self)
+        self.status_label.setWordWrap(True)
+        self.summary = QTextBrowser(self)
+        self.summary.setMinimumHeight(110)
+
+        inputs = QGroupBox("Input", self)
+        form = QFormLayout(inputs)
+        form.addRow("SAR raster layer", self.layer_combo)
+        form.addRow("Model file", self.model_widget)
+        form.addRow("SAM checkpoint", self.sam_widget)
+        form.addRow(self.fit_label)
+        options = QGroupBox("Options", self)
+        form = QFormLayout(options)
+        form.addRow("Extent", self.extent_combo)
+        form.addRow("Tile size", self.tile_spin)
+        form.addRow("Overlap", self.overlap_spin)
+        form.addRow("Batch size", self.batch_spin)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Output file", self.output_widget)
+        form.addRow(self.confidence_check)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(inputs)
+        layout.addWidget(options)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.summary, 1)
+
+        self.layer_combo.layerChanged.connect(lambda _layer: self.update_fit())
+        self.model_widget.fileChanged.connect(lambda _path: self.update_fit())
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    def _load_settings(self) -> None:
+        self.model_widget.setFilePath(settings.value(settings.MODEL_FILE))
+        self.sam_widget.setFilePath(settings.value(settings.SAM_CHECKPOINT))
+        self.tile_spin.setValue(settings.value(settings.TILE_SIZE))
+        self.overlap_spin.setValue(settings.value(settings.OVERLAP))
+        self.batch_spin.setValue(settings.value(settings.BATCH_SIZE))
+        device = settings.value(settings.DEVICE)
+        self.device_combo.setCurrentIndex(DEVICES.index(device) if device in DEVICES else 0)
+        self.confidence_check.setChecked(settings.value(settings.CONFIDENCE))
+
+    def _save_settings(self) -> None:
+        settings.set_value(settings.MODEL_FILE, self.model_widget.filePath())
+        settings.set_value(settings.SAM_CHECKPOINT, self.sam_widget.filePath())
+        settings.set_value(settings.TILE_SIZE, self.tile_spin.value())
+        settings.set_value(settings.OVERLAP, self.overlap_spin.value())
+        settings.set_value(settings.BATCH_SIZE, self.batch_spin.value())
+        settings.set_value(settings.DEVICE, self.device_combo.currentText())
+        settings.set_value(settings.CONFIDENCE, self.confidence_check.isChecked())
+
+    # --- readout ------------------------------------------------------------------------------
+
+    def update_fit(self) -> List[str]:
+        """Refresh the "model expects / layer has" readout; returns the problems found."""
+        text, problems = describe_fit(self.model_widget.filePath().strip(), self.layer_combo.currentLayer())
+        if problems:
+            text += "".join(f"<br><span style='color:#c0392b'>&#9888; {html.escape(p)}</span>" for p in problems)
+        self.fit_label.setText(text or "Choose a SAR raster layer and a CWSAM model file.")
+        return problems
+
+    # --- running ------------------------------------------------------------------------------
+
+    def _fail(self, message: str, details: Optional[str] = None) -> None:
+        self.status_label.setText(message)
+        messages.warning(self.iface, message, details)
+
+    def build_request(self) -> ClassifyRequest:
+        """The request the current widgets describe; raises ``LayerError`` with what to fix."""
+        layer = self.layer_combo.currentLayer()
+        source = raster_source(layer)
+        model = self.model_widget.filePath().strip()
+        if not model:
+            raise LayerError("no model file chosen: choose a CWSAM model file (made by Fine-tune or `cwsam train`)")
+        if not os.path.isfile(model):
+            raise LayerError(f"model file not found: {model}; choose an existing CWSAM model file")
+        sam = self.sam_widget.filePath().strip()
+        if sam and not os.path.isfile(sam):
+            raise LayerError(f"SAM checkpoint not found: {sam}; choose the file or clear the field")
+        output = self.output_widget.filePath().strip()
+        output_path = Path(output) if output else default_output(layer.name())
+        if output_path.suffix.lower() not in (".tif", ".tiff"):
+            output_path = output_path.with_name(output_path.name + ".tif")
+        bounds = self.view_bounds(layer) if self.extent_combo.currentIndex() == EXTENT_VIEW else None
+        return ClassifyRequest(
+            source=source, output=output_path, model=Path(model), sam_checkpoint=Path(sam) if sam else None,
+            tile_size=self.tile_spin.value() or None, overlap=self.overlap_spin.value(),
+            batch_size=self.batch_spin.value(), device=self.device_combo.currentText(),
+            confidence=output_path.with_name(output_path.stem + "_confidence.tif")
+            if self.confidence_check.isChecked() else None,
+            bounds=bounds,
+        )
+
+    def view_bounds(self, layer: QgsRasterLayer) -> Tuple[float, float, float, float]:
+        """The map canvas extent in the layer's CRS (xmin, ymin, xmax, ymax)."""
+        canvas = self.iface.mapCanvas()
+        extent = canvas.extent()
+        source_crs = canvas.mapSettings().destinationCrs()
+        if source_crs.isValid() and layer.crs().isValid() and source_crs != layer.crs():
+            transform = QgsCoordinateTransform(source_crs, layer.crs(), QgsProject.instance())
+            extent = transform.transformBoundingBox(extent)
+        if extent.isEmpty() or not extent.intersects(layer.extent()):
+            raise LayerError(f"the map view does not show layer {layer.name()!r}: zoom to the layer or choose "
+                             "Extent: Whole layer")
+        return extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()
+
+    def start(self) -> Optional[ClassifyTask]:
+        """Start a classification task from the widgets; returns it, or None after showing why not."""
+        if self.task is not None:
+            self._fail("a classification is already running: wait for it or cancel it")
+            return None
+        from .. import dependencies
+
+        missing = dependencies.missing_modules()
+        if missing:
+            self._fail(f"CWSAM cannot import {', '.join(missing)}: see the Setup tab for the commands that fix it")
+            return None
+        try:
+            request = self.build_request()
+        except LayerError as exc:
+            self._fail(str(exc))
+            return None
+        try:
+            from cwsam_core.model_file import read_model_card
+
+            self._classes = read_model_card(request.model).classes
+        except Exception as exc:  # noqa: BLE001 - an unreadable model file is a message, not a traceback
+            request.source.cleanup()
+            self._fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return None
+        self._save_settings()
+        self.summary.clear()
+        self.status_label.setText(f"Classifying {request.source.layer_name}...")
+        self.progress_bar.setValue(0)
+        self.task = ClassifyTask(request, self._done)
+        self.task.progressChanged.connect(self._progress)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        QgsApplication.taskManager().addTask(self.task)
+        return self.task
+
+    def _progress(self, value: float) -> None:
+        self.progress_bar.setValue(int(value))
+        if self.task is not None and self.task.last_message:
+            self.status_label.setText(f"Classifying: {self.task.last_message}")
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.status_label.setText("Cancelling...")
+            self.task.cancel()
+
+    def _done(self, outcome: ClassifyOutcome) -> None:
+        """Main thread: add the layers, show the summary, or say what went wrong."""
+        request = self.task.request if self.task is not None else None
+        self.task = None
+        self.last_outcome = outcome
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if outcome.cancelled:
+            self.progress_bar.setValue(0)
+            self.status_label.setText("Cancelled: nothing was written.")
+            messages.info(self.iface, "classification cancelled; nothing was written")
+            return
+        if outcome.result is None:
+            self._fail(outcome.error or "classification failed", outcome.details)
+            return
+        result = outcome.result
+        try:
+            layer, _ = add_classification(result.output, self._classes, f"{request.source.layer_name} classes",
+                                          result.confidence)
+        except LayerError as exc:
+            self._fail(str(exc))
+            return
+        self.result_layer_ids = [layer.id()]
+        self.progress_bar.setValue(100)
+        self.status_label.setText(f"Done in {result.seconds:.1f} s on {result.device}: {result.output}")
+        self.summary.setHtml(self.summary_html(result))
+        for note in result.warnings:
+            messages.log(note, Qgis.Warning)
+        messages.success(self.iface, f"classified {request.source.layer_name} into {result.output.name}",
+                         details=f"run record: {result.record}")
+        self.classified.emit(layer.id())
+
+    def summary_html(self, result) -> str:
+        rows = "".join(
+            f"<tr><td><span style='background:{colour}'>&nbsp;&nbsp;&nbsp;&nbsp;</span> {html.escape(name)}</td>"
+            f"<td align='right'>{share:.1%}</td><td align='right'>{area}</td><td align='right'>{pixels:,}</td></tr>"
+            for colour, name, pixels, share, area in area_summary(result, self._classes)
+        )
+        notes = "".join(f"<p style='color:#b36b00'>{html.escape(w)}</p>" for w in result.warnings)
+        return ("<table width='100%' cellspacing='2'><tr><th align='left'>class</th><th>share</th><th>area</th>"
+                f"<th>pixels</th></tr>{rows}</table>{notes}")
+
+    # --- from the Fine-tune tab -----------------------------------------------------------------
+
+    def offer_model(self, model_path: str, layer_id: str) -> None:
+        """Prefill a freshly trained model and the layer it was trained on, ready to classify."""
+        self.model_widget.setFilePath(model_path)
+        layer = QgsProject.instance().mapLayer(layer_id)
+        if layer is not None:
+            self.layer_combo.setLayer(layer)
+        self.status_label.setText(f"New model {Path(model_path).name} is ready: click \"Classify SAR layer\".")
+        self.update_fit()
+
+    def shutdown(self) -> None:
+        """Cancel a running task (the plugin is unloading)."""
+        if self.task is not None:
+            self.task.cancel()

@@ -1,0 +1,57 @@
+"""The dock's "Setup" tab: where torch & co are looked for, what is missing and how to fix it."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtGui import QFont
+from qgis.PyQt.QtWidgets import QFormLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+
+from .. import dependencies, settings
+
+
+class SetupPanel(QWidget):
+    """The Python environment setting, a "Check again" button and the dependency report."""
+
+    def __init__(self, report: Optional[dependencies.DependencyReport], parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.env_widget = QgsFileWidget(self)
+        self.env_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.env_widget.setFilePath(settings.value(settings.PYTHON_ENV))
+        self.env_widget.lineEdit().setPlaceholderText(
+            str(dependencies.configured_environment() or "[default: the project's .venv]"))
+        self.env_widget.setToolTip("A virtual environment with torch, segment-anything, rasterio, pyogrio and shapely, "
+                                   f"built for Python {dependencies.python_tag()} (the one QGIS runs)")
+        self.check_button = QPushButton("Check again", self)
+        self.status_label = QLabel(self)
+        self.status_label.setWordWrap(True)
+        self.details = QPlainTextEdit(self)
+        self.details.setReadOnly(True)
+        self.details.setFont(QFont("monospace"))
+        form = QFormLayout()
+        form.addRow("Python environment", self.env_widget)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.check_button)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.details, 1)
+        self.check_button.clicked.connect(self.recheck)
+        if report is not None:
+            self.show_report(report)
+
+    def recheck(self) -> dependencies.DependencyReport:
+        """Save the environment setting, add it to the import path and import everything again.
+
+        Modules that failed once stay failed in this QGIS session (Python caches them): restart QGIS
+        after installing.
+        """
+        settings.set_value(settings.PYTHON_ENV, self.env_widget.filePath().strip())
+        report = dependencies.check()
+        self.show_report(report)
+        return report
+
+    def show_report(self, report: dependencies.DependencyReport) -> None:
+        colour = "#1e8449" if report.ok else "#c0392b"
+        self.status_label.setText(f"<span style='color:{colour}'>{report.summary()}</span>")
+        self.details.setPlainText(report.details())
