@@ -1,0 +1,56 @@
+"""Small real inputs for the plugin tests: SAR GeoTIFFs, label rasters and a vit_nano model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from cwsam_core.build import build_cwsam
+from cwsam_core.model_file import ClassInfo, ModelCard, save_model_file
+
+CLASSES = [ClassInfo(1, "water", "#1f5fff"), ClassInfo(2, "field", "#2e9e3f"), ClassInfo(5, "urban", "#c73b3b")]
+NORMALIZATION = {"mean": [-14.0, -21.0, 7.0], "std": [5.0, 5.0, 3.0]}
+CRS = "EPSG:32633"
+ORIGIN = (500000.0, 4600000.0)
+PIXEL = 10.0
+
+
+def write_sar(path: Path, height: int = 80, width: int = 96, seed: int = 0, crs: str = CRS,
+              origin=ORIGIN, pixel: float = PIXEL) -> Path:
+    """A 2-band (VV, VH) dB GeoTIFF with smooth regions plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    vv = -14 + 8 * np.sin(xx / 13.0) * np.cos(yy / 17.0) + rng.normal(0, 1.5, (height, width))
+    vh = vv - 7 + rng.normal(0, 1.0, (height, width))
+    profile = dict(driver="GTiff", width=width, height=height, count=2, dtype="float32", crs=crs,
+                   transform=from_origin(origin[0], origin[1], pixel, pixel))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.stack([vv, vh]).astype(np.float32))
+        dst.set_band_description(1, "VV")
+        dst.set_band_description(2, "VH")
+    return path
+
+
+def write_labels(path: Path, image: Path) -> Path:
+    """A label raster on ``image``'s grid: class values by VV thresholds (1 dark, 2 middle, 5 bright)."""
+    with rasterio.open(image) as src:
+        vv = src.read(1)
+        profile = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="uint8", crs=src.crs,
+                       transform=src.transform, nodata=0)
+    labels = np.where(vv < -18, 1, np.where(vv < -10, 2, 5)).astype(np.uint8)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(labels[None])
+    return path
+
+
+def write_model(path: Path, input_size: int = 64, seed: int = 0) -> Path:
+    """A randomly initialised vit_nano CWSAM with three classes, saved as a model file."""
+    torch.manual_seed(seed)
+    model = build_cwsam("vit_nano", len(CLASSES), input_size=input_size)
+    card = ModelCard(backbone="vit_nano", input_size=input_size, classes=list(CLASSES), bands=["VV", "VH"],
+                     input_scale="db", normalization=dict(NORMALIZATION))
+    return save_model_file(path, model, card)
