@@ -40,8 +40,12 @@ class CwsamPlugin:
         if self.provider is None:
             from .processing.provider import CwsamProvider
 
-            self.provider = CwsamProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            provider = CwsamProvider()
+            # The registry deletes a provider whose id is taken (another copy of the plugin): keep none then.
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider
+            else:
+                messages.log("a Processing provider 'cwsam' is already registered; this copy adds none", Qgis.Warning)
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()

@@ -1,0 +1,157 @@
+"""The Processing algorithms run through ``processing.run`` and give what the dock gives."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from plugin_helpers import CLASSES, write_labels, write_model, write_sar
+from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProcessingException, QgsProject, QgsRasterLayer
+from qgis_interface import HeadlessInterface
+
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def processing(qgis_app):
+    """Processing initialised in this process, with the CWSAM provider registered."""
+    if "/usr/share/qgis/python/plugins" not in sys.path:
+        sys.path.append("/usr/share/qgis/python/plugins")
+    from qgis.analysis import QgsNativeAlgorithms  # noqa: F401 (native algorithms come with Processing)
+
+    import processing as qgis_processing
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    from cwsam_qgis.processing.provider import CwsamProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = None
+    if registry.providerById("cwsam") is None:
+        provider = CwsamProvider()
+        registry.addProvider(provider)
+    yield qgis_processing
+    if provider is not None:
+        registry.removeProvider(provider)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return write_model(tmp_path_factory.mktemp("model") / "nano.cwsam.pt")
+
+
+def read(path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def test_the_three_algorithms_are_registered(processing):
+    registry = QgsApplication.processingRegistry()
+    names = {a.id(): a.displayName() for a in registry.providerById("cwsam").algorithms()}
+    assert names == {"cwsam:classify": "Classify SAR raster", "cwsam:train": "Fine-tune CWSAM from polygons",
+                     "cwsam:evaluate": "Evaluate CWSAM model"}
+
+
+def test_classify_algorithm_gives_the_dock_output(processing, qtbot, tmp_path, model_file):
+    image = write_sar(tmp_path / "sar.tif", height=90, width=110, seed=2)
+    result = processing.run("cwsam:classify", {
+        "INPUT": str(image), "MODEL": str(model_file), "DEVICE": 1, "OUTPUT": str(tmp_path / "alg.tif"),
+        "CONFIDENCE": str(tmp_path / "alg_conf.tif")})
+    assert result["OUTPUT"] == str(tmp_path / "alg.tif") and Path(result["RECORD"]).is_file()
+    summary = json.loads(result["SUMMARY"])
+    assert sum(v["pixels"] for v in summary.values()) == 90 * 110
+    assert set(summary) <= {c.name for c in CLASSES}
+
+    # The same raster through the dock.
+    import cwsam_qgis
+
+    QgsProject.instance().clear()
+    iface = HeadlessInterface()
+    plugin = cwsam_qgis.classFactory(iface)
+    plugin.initGui()
+    plugin.show_dock(True)
+    panel = plugin.dock.classify_panel
+    try:
+        layer = QgsRasterLayer(str(image), "sar")
+        QgsProject.instance().addMapLayer(layer)
+        panel.layer_combo.setLayer(layer)
+        panel.model_widget.setFilePath(str(model_file))
+        panel.tile_spin.setValue(0)
+        panel.overlap_spin.setValue(0.25)
+        panel.batch_spin.setValue(4)
+        panel.extent_combo.setCurrentIndex(0)
+        panel.device_combo.setCurrentText("cpu")
+        panel.confidence_check.setChecked(True)
+        panel.output_widget.setFilePath(str(tmp_path / "dock.tif"))
+        panel.run_button.click()
+        qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
+        assert panel.last_outcome.result is not None, panel.last_outcome.error
+    finally:
+        plugin.unload()
+        QgsProject.instance().clear()
+    np.testing.assert_array_equal(read(tmp_path / "alg.tif"), read(tmp_path / "dock.tif"))
+    np.testing.assert_array_equal(read(tmp_path / "alg_conf.tif"), read(tmp_path / "dock_confidence.tif"))
+    with rasterio.open(tmp_path / "alg.tif") as a, rasterio.open(tmp_path / "dock.tif") as b:
+        assert a.transform == b.transform and a.crs == b.crs
+
+
+def test_classify_algorithm_extent_and_loaded_style(processing, tmp_path, model_file):
+    from processing.core.Processing import Processing  # noqa: F401
+
+    image = write_sar(tmp_path / "sar.tif", height=90, width=110)
+    # x 500100..500400, y 4599300..4599700 in the raster's CRS: 30 x 40 pixels.
+    QgsProject.instance().clear()
+    result = processing.runAndLoadResults("cwsam:classify", {
+        "INPUT": str(image), "MODEL": str(model_file), "DEVICE": 1, "OUTPUT": str(tmp_path / "part.tif"),
+        "EXTENT": "500100,500400,4599300,4599700 [EPSG:32633]"})
+    with rasterio.open(result["OUTPUT"]) as out:
+        assert (out.width, out.height) == (30, 40)
+        assert (out.transform.c, out.transform.f) == (500100.0, 4599700.0)
+    loaded = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == result["OUTPUT"]]
+    assert len(loaded) == 1
+    renderer = loaded[0].renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    assert [(c.value, c.label) for c in renderer.classes()] == [(c.value, c.name) for c in CLASSES]
+    QgsProject.instance().clear()
+
+
+def test_evaluate_algorithm_scores_against_labels(processing, tmp_path, model_file):
+    image = write_sar(tmp_path / "sar.tif", height=80, width=96)
+    labels = write_labels(tmp_path / "labels.tif", image)
+    result = processing.run("cwsam:evaluate", {
+        "INPUT": str(image), "LABELS": str(labels), "MODEL": str(model_file), "DEVICE": 1,
+        "OUTPUT": str(tmp_path / "report.json")})
+    report = json.loads(Path(result["OUTPUT"]).read_text())
+    assert report["pixels"] == 80 * 96  # every pixel is labelled with a class of the model
+    assert 0.0 <= result["MIOU"] <= 1.0 and result["MIOU"] == pytest.approx(report["miou"])
+    assert [row["name"] for row in report["per_class"]] == [c.name for c in CLASSES]
+    # Classes counted in the report agree with the label raster.
+    truth = read(labels)
+    assert {row["name"]: row["pixels"] for row in report["per_class"]} == {
+        c.name: int((truth == c.value).sum()) for c in CLASSES}
+
+
+def test_algorithms_refuse_bad_input_with_a_message(processing, tmp_path, model_file):
+    image = write_sar(tmp_path / "sar.tif")
+    with pytest.raises(QgsProcessingException, match="model file not found"):
+        processing.run("cwsam:classify", {"INPUT": str(image), "MODEL": str(tmp_path / "missing.pt"),
+                                          "OUTPUT": str(tmp_path / "a.tif")})
+    not_a_model = tmp_path / "notes.pt"
+    not_a_model.write_text("not a model")
+    with pytest.raises(QgsProcessingException, match="notes.pt"):
+        processing.run("cwsam:classify", {"INPUT": str(image), "MODEL": str(not_a_model), "DEVICE": 1,
+                                          "OUTPUT": str(tmp_path / "b.tif")})
+    with pytest.raises(QgsProcessingException, match="does not overlap"):
+        processing.run("cwsam:classify", {"INPUT": str(image), "MODEL": str(model_file), "DEVICE": 1,
+                                          "OUTPUT": str(tmp_path / "c.tif"),
+                                          "EXTENT": "600000,600100,4500000,4500100 [EPSG:32633]"})
+    vector = tmp_path / "polygons.geojson"
+    vector.write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(QgsProcessingException):
+        processing.run("cwsam:classify", {"INPUT": str(vector), "MODEL": str(model_file),
+                                          "OUTPUT": str(tmp_path / "d.tif")})
+    assert not any((tmp_path / n).exists() for n in ("a.tif", "b.tif", "c.tif", "d.tif"))
