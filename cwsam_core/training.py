@@ -13,6 +13,7 @@ import logging
 import math
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -21,12 +22,14 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.windows import Window
+from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .build import build_cwsam
 from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, torch_load_safely
 from .datasets import RasterLabels, TrainingDataError, block_split, random_window
-from .inference import _autocast, select_device
+from .distributed import DistributedContext, setup_distributed
+from .inference import _autocast
 from .losses import IGNORE_INDEX, SegmentationLoss, class_weights_from_counts
 from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
 from .model_file import ClassInfo, ModelCard, save_model_file
@@ -38,10 +41,18 @@ LOG = logging.getLogger("cwsam")
 
 @dataclass
 class TrainingSource:
-    """One labelled image: an image raster and a label raster of class values (any grid)."""
+    """One labelled image: an image raster with either a label raster of class values (any grid) or a
+    polygon file (GeoPackage, Shapefile, GeoJSON; any CRS) whose ``class_field`` holds the classes."""
 
     image: Path
-    labels: Path
+    labels: Optional[Path] = None
+    polygons: Optional[Path] = None
+    class_field: Optional[str] = None
+    layer: Optional[str] = None  # layer of a multi-layer polygon file
+
+    @property
+    def label_path(self) -> Path:
+        return Path(self.labels if self.labels is not None else self.polygons)
 
 
 @dataclass
@@ -97,18 +108,45 @@ ProgressCallback = Callable[[Dict[str, object]], None]
 class _Source:
     """An open training source: reader, labels and its training / validation blocks."""
 
-    def __init__(self, source: TrainingSource, config: TrainConfig, tile: int, seed: int) -> None:
+    def __init__(self, source: TrainingSource, config: TrainConfig) -> None:
+        if (source.labels is None) == (source.polygons is None):
+            raise TrainingDataError("give each training image either a label raster or a polygon file, not both")
+        if source.polygons is not None and not source.class_field:
+            raise TrainingDataError(f"{Path(source.polygons).name}: name the class field of the polygons")
         self.path = Path(source.image)
         if not self.path.is_file():
             raise TrainingDataError(f"image raster not found: {self.path}")
-        self.dataset = rasterio.open(self.path)
-        self.labels = RasterLabels(source.labels, self.dataset, config.classes, config.ignore_values)
-        self.stats = self.labels.stats()
-        # Blocks of two tiles a side: random training windows move inside them, validation blocks stay unseen.
-        self.train_blocks, self.val_blocks = block_split(
-            self.dataset.height, self.dataset.width, 2 * tile, config.val_fraction, seed
-        )
+        try:
+            self.dataset = rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise TrainingDataError(f"{self.path} is not a raster that GDAL can read ({exc})") from None
+        try:
+            if source.polygons is not None:
+                from .polygons import PolygonLabels  # pyogrio and shapely only when polygons are used
+
+                self.labels = PolygonLabels(source.polygons, self.dataset, source.class_field, config.classes,
+                                            layer=source.layer)
+            else:
+                self.labels = RasterLabels(source.labels, self.dataset, config.classes, config.ignore_values)
+            self.stats = self.labels.stats()
+        except BaseException:
+            self.dataset.close()
+            raise
+        self.train_blocks: List[Window] = []
+        self.val_blocks: List[Window] = []
         self.reader: Optional[SarReader] = None
+
+    def split_blocks(self, tile: int, val_fraction: float, seed: int) -> None:
+        """Hold out a random share of blocks of two tiles a side: training windows move inside the
+        training blocks, the validation blocks stay unseen."""
+        self.train_blocks, self.val_blocks = block_split(
+            self.dataset.height, self.dataset.width, 2 * tile, val_fraction, seed
+        )
+
+    def assign_whole(self, tile: int, validation: bool) -> None:
+        """Use the whole image for training or for validation (split by files)."""
+        blocks, _ = block_split(self.dataset.height, self.dataset.width, 2 * tile, 0.0)
+        self.train_blocks, self.val_blocks = ([], blocks) if validation else (blocks, [])
 
     def open_reader(self, config: TrainConfig, normalization: Optional[dict]) -> SarReader:
         """A reader of this image; without ``normalization`` its statistics come from the image itself."""
@@ -119,6 +157,22 @@ class _Source:
     def close(self) -> None:
         self.labels.close()
         self.dataset.close()
+
+
+def split_sources(sources: List[_Source], tile: int, val_fraction: float, seed: int) -> None:
+    """The validation split: whole files when there are several (a random ``val_fraction`` of them, at
+    least one, never all), blocks inside the image when there is one. Either way no validation pixel is
+    ever inside a training window."""
+    if len(sources) == 1 or val_fraction <= 0:
+        for source in sources:
+            source.split_blocks(tile, val_fraction, seed)
+        return
+    if not 0 < val_fraction < 1:
+        raise TrainingDataError(f"validation fraction must lie in [0, 1), got {val_fraction}")
+    n_val = min(max(1, int(round(len(sources) * val_fraction))), len(sources) - 1)
+    held_out = set(np.random.default_rng(seed).permutation(len(sources))[:n_val].tolist())
+    for index, source in enumerate(sources):
+        source.assign_whole(tile, index in held_out)
 
 
 def _combined_statistics(readers: Sequence[SarReader], weights: Sequence[float]) -> NormalizationStats:
@@ -179,8 +233,12 @@ def _validation_windows(sources: List[_Source], tile: int):
 
 
 def validate(model, sources: List[_Source], tile: int, num_classes: int, device: torch.device,
-             batch_size: int) -> SegmentationMetrics:
-    """Metrics on the validation blocks (one confusion matrix over all their labelled pixels)."""
+             batch_size: int, context: Optional[DistributedContext] = None) -> SegmentationMetrics:
+    """Metrics on the validation blocks (one confusion matrix over all their labelled pixels).
+
+    Under ``torchrun`` each process scores every ``world_size``-th window and the confusion matrices
+    are summed, so every process returns the same metrics.
+    """
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     model.eval()
     pending: list = []
@@ -193,7 +251,10 @@ def validate(model, sources: List[_Source], tile: int, num_classes: int, device:
             confusion[:] += confusion_matrix(target, prediction, num_classes, ignore=target == IGNORE_INDEX)
         pending.clear()
 
-    for source, window, height, width in _validation_windows(sources, tile):
+    rank, world = (context.rank, context.world_size) if context is not None else (0, 1)
+    for index, (source, window, height, width) in enumerate(_validation_windows(sources, tile)):
+        if index % world != rank:
+            continue
         image, valid = source.reader.read(window)
         target = source.labels.read(window)
         target[~valid] = IGNORE_INDEX
@@ -206,6 +267,8 @@ def validate(model, sources: List[_Source], tile: int, num_classes: int, device:
     if pending:
         run()
     model.train()
+    if context is not None:
+        confusion = context.all_reduce_sum(confusion)
     return metrics_from_confusion(confusion)
 
 
@@ -232,33 +295,44 @@ def train(
     """Fine-tune (or train from scratch) a CWSAM model; keeps the model file of the best validation mIoU.
 
     Writes ``config.output`` (the best model so far), ``<output>.state.pt`` (everything needed to
-    resume, saved atomically every epoch) and ``<output>.log.csv`` (metrics per epoch).
+    resume, saved atomically every epoch) and ``<output>.log.csv`` (metrics per epoch). Under
+    ``torchrun`` each process trains on its own windows (``config.batch_size`` per process), gradients
+    are averaged at every step, and only rank 0 writes files and reports progress.
     """
     output = Path(config.output)
     if not output.parent.is_dir():
         raise TrainingDataError(f"output folder does not exist: {output.parent}")
     if len(config.classes) < 2:
         raise TrainingDataError("at least two classes are needed to train a classifier")
-    device = select_device(config.device)
-    torch.manual_seed(config.seed)
-    model = build_cwsam(config.backbone, len(config.classes), config.sam_checkpoint, config.tile_size)
-    model.image_encoder.gradient_checkpointing = config.gradient_checkpointing
-    tile = model.input_size
-    opened = [_Source(s, config, tile, config.seed) for s in sources]
+    if not sources:
+        raise TrainingDataError("no training data given")
+    context = setup_distributed(config.device)
+    if not context.is_main:
+        progress = None
+    device = context.device
+    torch.manual_seed(config.seed)  # the same initial weights in every process
+    opened: List[_Source] = []
     try:
-        counts = sum(s.stats.class_pixels for s in opened)
+        model = build_cwsam(config.backbone, len(config.classes), config.sam_checkpoint, config.tile_size)
+        model.image_encoder.gradient_checkpointing = config.gradient_checkpointing
+        tile = model.input_size
+        for source in sources:
+            opened.append(_Source(source, config))
+        split_sources(opened, tile, config.val_fraction, config.seed)
+        training_sources = [s for s in opened if s.train_blocks]
+        counts = sum(s.stats.class_pixels for s in training_sources)
         for s in opened:
-            if s.stats.unnamed:
-                LOG.warning("%s: label values not in the class list are ignored: %s", s.labels.path.name,
-                            ", ".join(f"{v} ({n} px)" for v, n in sorted(s.stats.unnamed.items())))
+            _log_label_notes(s)
         if (counts > 0).sum() < 2:
             raise TrainingDataError(
-                f"the labels hold {int((counts > 0).sum())} of the classes (pixels per class: {counts.tolist()}): "
-                "at least two classes need labelled pixels"
+                f"the training labels hold {int((counts > 0).sum())} of the classes (pixels per class: "
+                f"{counts.tolist()}): at least two classes need labelled pixels"
             )
         readers = [s.open_reader(config, None) for s in opened]
-        stats = _combined_statistics(readers, [s.dataset.width * s.dataset.height for s in opened])
-        for reader in readers:  # every source is normalised alike, with the statistics of all of them
+        # Normalisation statistics of the training images, applied alike to every image.
+        stats = _combined_statistics([s.reader for s in training_sources],
+                                     [s.dataset.width * s.dataset.height for s in training_sources])
+        for reader in readers:
             reader.stats = stats
         weights = (torch.tensor(config.class_weights, dtype=torch.float32) if config.class_weights
                    else class_weights_from_counts(counts))
@@ -273,28 +347,34 @@ def train(
         start_epoch, best_miou, best_epoch, history = 0, -1.0, -1, []
         if resume:
             start_epoch, best_miou, best_epoch, history = _load_state(output, model, optimizer, scheduler, scaler)
+        # DDP broadcasts rank 0's weights at construction and averages gradients in backward.
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if context.enabled else model
         card = ModelCard(
             backbone=config.backbone, input_size=tile, classes=list(config.classes), bands=list(config.bands),
             input_scale=config.model_scale, normalization=stats.to_dict(),
         )
-        data_fingerprint = [{"image": str(s.image), "labels": str(s.labels), "image_sha256": file_sha256(s.image),
-                             "labels_sha256": file_sha256(s.labels)} for s in sources]
+        data_fingerprint = [_fingerprint(s, source in training_sources) for s, source in zip(sources, opened)]
         cancelled = False
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            rng = np.random.default_rng([config.seed, epoch])
+            # Depends on (seed, epoch[, rank]) only: a resumed run draws what an uninterrupted one would.
+            rng = np.random.default_rng([config.seed, epoch] + ([context.rank] if context.enabled else []))
             losses = []
             for step in range(config.steps_per_epoch):
                 if should_cancel is not None and should_cancel():
                     cancelled = True
                     break
                 optimizer.zero_grad(set_to_none=True)
-                for _ in range(config.accumulate):
-                    images, target = _draw_batch(opened, tile, config.batch_size, rng, config.augment)
-                    with _autocast(device):
-                        logits = model(images.to(device))
-                    loss = loss_fn(logits, target.to(device)) / config.accumulate
-                    scaler.scale(loss).backward()
+                for micro in range(config.accumulate):
+                    images, target = _draw_batch(training_sources, tile, config.batch_size, rng, config.augment)
+                    # Gradients are averaged across processes only on the last micro-batch.
+                    sync = nullcontext() if micro == config.accumulate - 1 or not context.enabled else net.no_sync()
+                    with sync:
+                        with _autocast(device):
+                            logits = net(images.to(device))
+                        loss = loss_fn(logits, target.to(device)) / config.accumulate
+                        scaler.scale(loss).backward()
                     losses.append(loss.item() * config.accumulate)
                 scaler.step(optimizer)
                 scaler.update()
@@ -304,35 +384,58 @@ def train(
                               "steps": config.steps_per_epoch, "loss": losses[-1]})
             if cancelled:
                 break
-            metrics = validate(model, opened, tile, len(config.classes), device, config.validation_batch)
-            record = EpochRecord(epoch + 1, float(np.mean(losses)), metrics.miou, metrics.overall_accuracy,
+            loss_sum = context.all_reduce_sum(np.array([np.sum(losses), len(losses)], dtype=np.float64))
+            metrics = validate(model, opened, tile, len(config.classes), device, config.validation_batch, context)
+            record = EpochRecord(epoch + 1, float(loss_sum[0] / loss_sum[1]), metrics.miou, metrics.overall_accuracy,
                                  scheduler.get_last_lr()[0], time.perf_counter() - started)
             history.append(record)
-            if not math.isnan(metrics.miou) and metrics.miou > best_miou:
+            improved = not math.isnan(metrics.miou) and metrics.miou > best_miou
+            if improved:
                 best_miou, best_epoch = metrics.miou, epoch + 1
-                card.provenance = _provenance(config, data_fingerprint, best_epoch, metrics)
-                save_model_file(output, model, card)
-            _write_log(output, history)
-            _save_state(output, model, optimizer, scheduler, scaler, epoch + 1, best_miou, best_epoch, history)
+            if context.is_main:
+                if improved:
+                    card.provenance = _provenance(config, data_fingerprint, best_epoch, metrics, context.world_size)
+                    save_model_file(output, model, card)
+                _write_log(output, history)
+                _save_state(output, model, optimizer, scheduler, scaler, epoch + 1, best_miou, best_epoch, history)
             if progress is not None:
                 progress({"epoch": epoch + 1, "epochs": config.epochs, "val_miou": metrics.miou,
                           "train_loss": record.train_loss, "best_miou": best_miou})
-        if best_epoch < 0:
+        if best_epoch < 0 and context.is_main:
             # No validation part (fraction 0) or cancelled before the first epoch ended: keep the last weights.
             if not cancelled or history:
-                card.provenance = _provenance(config, data_fingerprint, len(history), None)
+                card.provenance = _provenance(config, data_fingerprint, len(history), None, context.world_size)
                 save_model_file(output, model, card)
+        context.barrier()  # other ranks return once rank 0 has written its files
         return TrainResult(output, best_epoch, best_miou, history, cancelled)
     finally:
         for s in opened:
             s.close()
+        context.close()
 
 
-def _provenance(config: TrainConfig, data: list, epoch: int, metrics: Optional[SegmentationMetrics]) -> dict:
+def _log_label_notes(source: _Source) -> None:
+    """Log what the labels of a source leave out, so users see why pixels are not used."""
+    if source.stats.unnamed:
+        LOG.warning("%s: label values not in the class list are ignored: %s", source.labels.path.name,
+                    ", ".join(f"{v} ({n} px)" for v, n in sorted(source.stats.unnamed.items())))
+
+
+def _fingerprint(source: TrainingSource, training: bool) -> dict:
+    label = source.label_path
+    entry = {"image": str(source.image), "labels": str(label), "role": "training" if training else "validation",
+             "image_sha256": file_sha256(source.image), "labels_sha256": file_sha256(label)}
+    if source.polygons is not None:
+        entry["class_field"] = source.class_field
+    return entry
+
+
+def _provenance(config: TrainConfig, data: list, epoch: int, metrics: Optional[SegmentationMetrics],
+                processes: int = 1) -> dict:
     return {
         "trained_with": f"cwsam {__version__}", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "data": data, "epoch": epoch, "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch,
-        "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed,
+        "batch_size": config.batch_size, "processes": processes, "lr": config.lr, "seed": config.seed,
         "val_fraction": config.val_fraction,
         "validation": None if metrics is None else {
             "miou": metrics.miou, "overall_accuracy": metrics.overall_accuracy, "fwiou": metrics.fwiou,
