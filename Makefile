@@ -13,13 +13,20 @@ PYTEST_ARGS   ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup test test-slow bench bench-train clean apt-deps
+.PHONY: help setup test test-slow bench bench-train clean apt-deps package install-plugin
+
+# The QGIS profile that `make install-plugin` links the plugin into.
+QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+PLUGIN_VERSION   := $(shell sed -n 's/^version=//p' metadata.txt)
+PLUGIN_ZIP       := dist/cwsam_qgis-$(PLUGIN_VERSION).zip
 
 help:
 	@echo "make setup      install system packages (apt) and .venv with pinned dependencies"
 	@echo "make test       run the whole test suite headless (runs setup when needed)"
 	@echo "make test-slow  also run the opt-in slow tests (full-size SAM backbones)"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make package    build the installable plugin zip $(PLUGIN_ZIP)"
+	@echo "make install-plugin  link the plugin into the QGIS profile QGIS_PROFILE_DIR and enable it"
 	@echo "make bench-train  train and score vit_tiny on the real SAR data in ../shared (about 25 min)"
 	@echo "make clean      remove .venv, caches and test outputs"
 
@@ -56,6 +63,12 @@ bench: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) bench/bench_train.py
+
+package:
+	$(SYSTEM_PYTHON) tools/package_plugin.py --output $(PLUGIN_ZIP)
+
+install-plugin:
+	$(SYSTEM_PYTHON) tools/install_plugin.py "$(QGIS_PROFILE_DIR)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info .test-profile

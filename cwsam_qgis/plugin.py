@@ -16,9 +16,7 @@ from qgis.PyQt.QtWidgets import QAction
 from . import dependencies, messages
 
 PLUGIN_NAME = "CWSAM"
-ICON_PATH = Path(__file__).resolve().parent / "icon.svg"
-if not ICON_PATH.is_file():  # a checkout keeps the icon in resources/
-    ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
+ICON_PATH = Path(__file__).resolve().parent / "resources" / "icon.svg"  # as metadata.txt says
 
 
 class CwsamPlugin:

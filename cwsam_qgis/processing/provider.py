@@ -14,9 +14,7 @@ from .classify_algorithm import ClassifyAlgorithm
 from .evaluate_algorithm import EvaluateAlgorithm
 from .train_algorithm import TrainAlgorithm
 
-_PLUGIN_DIR = Path(__file__).resolve().parent.parent
-ICON = next((p for p in (_PLUGIN_DIR / "icon.svg", _PLUGIN_DIR.parent / "resources" / "icon.svg") if p.is_file()),
-            None)
+ICON = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
 
 
 class CwsamProvider(QgsProcessingProvider):
@@ -30,7 +28,7 @@ class CwsamProvider(QgsProcessingProvider):
         return "CWSAM: SAR land-cover classification with ClassWise-SAM-Adapter"
 
     def icon(self) -> QIcon:
-        return QIcon(str(ICON)) if ICON else super().icon()
+        return QIcon(str(ICON)) if ICON.is_file() else super().icon()
 
     def supportedOutputRasterLayerExtensions(self) -> list:  # noqa: N802
         return ["tif"]  # the engine writes GeoTIFF only
