@@ -30,6 +30,7 @@ from qgis.PyQt.QtCore import QVariant
 # Formats the core's reader opens directly (pyogrio), by file suffix.
 FILE_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json"}
 INTEGER_TYPES = {QVariant.Int, QVariant.UInt, QVariant.LongLong, QVariant.ULongLong}
+REAL_TYPES = {QVariant.Double}  # accepted when every value is a whole number, as the core does
 TEXT_TYPES = {QVariant.String}
 EXPORT_LAYER_NAME = "polygons"
 
@@ -71,7 +72,7 @@ def field_kind(layer: QgsVectorLayer, field_name: str) -> str:
     if index < 0:
         raise PolygonSourceError(f"the layer {layer.name()} has no field {field_name!r}: choose its class field")
     field = layer.fields().at(index)
-    if field.type() in INTEGER_TYPES:
+    if field.type() in INTEGER_TYPES or field.type() in REAL_TYPES:
         return "integer"
     if field.type() in TEXT_TYPES:
         return "text"
@@ -90,7 +91,12 @@ def field_values(layer: QgsVectorLayer, field_name: str) -> Tuple[str, list]:
         if value is None or (isinstance(value, QVariant) and value.isNull()):
             continue  # features without a class are unlabelled, not a class
         if kind == "integer":
-            values.append(int(value))
+            if float(value) != int(float(value)):
+                raise PolygonSourceError(
+                    f"the class field {field_name!r} of {layer.name()} holds {value}, not a whole number: choose a "
+                    "field of integer class values or of class names"
+                )
+            values.append(int(float(value)))
         elif str(value).strip():
             values.append(str(value))
     return kind, sorted(set(values))

@@ -83,9 +83,10 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             type=QgsProcessingParameterField.Any))
         self.addParameter(QgsProcessingParameterString(
             self.CLASSES, "Classes (VALUE:NAME[:#RRGGBB],...; empty: every value of the field)", optional=True))
+        # Static strings: the value is the backbone's name (readable in models and qgis_process calls).
         self.addParameter(QgsProcessingParameterEnum(
-            self.BACKBONE, "Backbone", options=self.backbones,
-            defaultValue=self.backbones.index(DEFAULT_BACKBONE) if DEFAULT_BACKBONE in self.backbones else 0))
+            self.BACKBONE, "Backbone (vit_nano: tests only)", options=self.backbones, defaultValue=DEFAULT_BACKBONE,
+            usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterFile(
             self.SAM_CHECKPOINT, "SAM checkpoint (vit_b/l/h only)", optional=True, fileFilter="SAM checkpoint (*.pth *.pt)"))
         self.addParameter(QgsProcessingParameterNumber(
@@ -102,7 +103,8 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                                          QgsProcessingParameterNumber.Integer, 50, minValue=1),
             QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the backbone's default)",
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
-            QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0),
+            QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue="auto",
+                                       usesStaticStrings=True),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -131,7 +133,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             classes = self._classes(parameters, context, polygons, field_name)
             job = training_job(
                 image, polygons, field_name, classes, self.parameterAsFileOutput(parameters, self.OUTPUT, context),
-                self.backbones[self.parameterAsEnum(parameters, self.BACKBONE, context)],
+                self.parameterAsEnumString(parameters, self.BACKBONE, context),
                 sam_checkpoint=self.parameterAsFile(parameters, self.SAM_CHECKPOINT, context) or None,
                 epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
                 steps_per_epoch=self.parameterAsInt(parameters, self.STEPS_PER_EPOCH, context),
@@ -139,7 +141,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                 lr=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
                 val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
                 tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                device=self.parameterAsEnumString(parameters, self.DEVICE, context),
             )
         except (LayerError, PolygonSourceError, ValueError) as exc:
             raise QgsProcessingException(str(exc)) from None

@@ -111,7 +111,8 @@ class TrainPanel(QWidget):
         self.polygon_combo.setToolTip("Training polygons, in any CRS; unlabelled pixels are ignored.")
         form.addRow("Polygon layer", self.polygon_combo)
         self.field_combo = QgsFieldComboBox(data)
-        self.field_combo.setFilters(QgsFieldProxyModel.Int | QgsFieldProxyModel.LongLong | QgsFieldProxyModel.String)
+        self.field_combo.setFilters(QgsFieldProxyModel.Int | QgsFieldProxyModel.LongLong | QgsFieldProxyModel.Double
+                                  | QgsFieldProxyModel.String)
         self.field_combo.setToolTip("Integer field: class values. Text field: class names.")
         form.addRow("Class field", self.field_combo)
         self.class_table = QTableWidget(0, len(COLUMNS), data)

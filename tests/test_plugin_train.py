@@ -1,0 +1,246 @@
+"""The dock's Fine-tune tab and the "Fine-tune CWSAM from polygons" algorithm, in real headless QGIS.
+
+The raster (EPSG:4326) holds a bright square (urban backscatter) in dark surroundings (water); the
+training polygons are a memory layer in EPSG:3857, so the export and the reprojection are exercised.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor
+from qgis_interface import HeadlessInterface
+from rasterio.transform import from_origin
+
+from cwsam_core.inference import classify_file
+from cwsam_core.model_file import default_color, read_model_card
+from cwsam_core.simulate import SIMULATED_CLASSES, URBAN, WATER, render_backscatter
+
+SIZE = 192  # px: 2 x 2 training blocks of 128 px at tile 64
+PIXEL = 1e-4  # degrees
+ORIGIN = (12.0, 45.0)  # lon, lat of the top-left corner
+# Training rectangles in pixels (row0, row1, col0, col1): water on both sides, urban in the middle.
+RECTANGLES = [(WATER, "water", (0, SIZE, 0, 40)), (WATER, "water", (0, SIZE, 152, SIZE)),
+              (URBAN, "urban", (56, 136, 56, 136))]
+
+
+@pytest.fixture(scope="module")
+def raster_path(tmp_path_factory) -> Path:
+    labels = np.full((SIZE, SIZE), WATER, dtype=np.uint8)
+    labels[48:144, 48:144] = URBAN
+    vv, vh = render_backscatter(labels, SIMULATED_CLASSES, looks=4.0, rng=3)
+    path = tmp_path_factory.mktemp("train-plugin") / "sar.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=2, dtype="float32",
+                       crs="EPSG:4326", transform=from_origin(*ORIGIN, PIXEL, PIXEL)) as dst:
+        dst.write(np.stack([vv, vh]))
+        dst.set_band_description(1, "VV")
+        dst.set_band_description(2, "VH")
+    return path
+
+
+def _pixel_to_3857(points):
+    to_3857 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"),
+                                     QgsCoordinateReferenceSystem("EPSG:3857"), QgsProject.instance())
+    return [to_3857.transform(QgsPointXY(ORIGIN[0] + col * PIXEL, ORIGIN[1] - row * PIXEL)) for row, col in points]
+
+
+def polygon_layer(offset_deg: float = 0.0, geometry: str = "Polygon") -> QgsVectorLayer:
+    """A memory layer in EPSG:3857 of the training rectangles (moved east by ``offset_deg``)."""
+    layer = QgsVectorLayer(f"{geometry}?crs=EPSG:3857&field=cls:integer&field=name:string", "training", "memory")
+    features = []
+    for value, name, (r0, r1, c0, c1) in RECTANGLES:
+        corners = _pixel_to_3857([(r0, c0), (r0, c1), (r1, c1), (r1, c0)])
+        shift = offset_deg / PIXEL
+        if shift:
+            corners = _pixel_to_3857([(r0, c0 + shift), (r0, c1 + shift), (r1, c1 + shift), (r1, c0 + shift)])
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPolygonXY([corners]) if geometry == "Polygon"
+                            else QgsGeometry.fromPointXY(corners[0]))
+        feature.setAttributes([value, name])
+        features.append(feature)
+    assert layer.dataProvider().addFeatures(features)
+    layer.updateExtents()
+    return layer
+
+
+@pytest.fixture
+def project_layers(qgis_app, raster_path):
+    raster = QgsRasterLayer(str(raster_path), "sar", "gdal")
+    polygons = polygon_layer()
+    assert raster.isValid() and polygons.isValid()
+    QgsProject.instance().addMapLayers([raster, polygons])
+    yield raster, polygons
+    QgsProject.instance().removeAllMapLayers()
+
+
+@pytest.fixture
+def panel(qgis_app, project_layers, tmp_path):
+    import torch
+
+    from cwsam_qgis.widgets.train_panel import TrainPanel
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared, busy 2-core machine one thread is several times faster than two
+    raster, polygons = project_layers
+    iface = HeadlessInterface()
+    widget = TrainPanel(iface)
+    widget.raster_combo.setLayer(raster)
+    widget.polygon_combo.setLayer(polygons)
+    widget.field_combo.setField("cls")
+    widget.backbone_combo.setCurrentIndex(widget.backbone_combo.findData("vit_nano"))
+    widget.epochs_spin.setValue(3)
+    widget.steps_spin.setValue(8)
+    widget.batch_spin.setValue(4)
+    widget.lr_spin.setValue(3e-2)  # a tiny model from scratch: a high rate learns in a few steps
+    widget.val_spin.setValue(0.25)
+    widget.tile_spin.setValue(64)
+    widget.device_combo.setCurrentText("cpu")
+    widget.output_widget.setFilePath(str(tmp_path / "model.cwsam.pt"))
+    yield widget
+    if widget.task is not None:  # never leave a run behind for the next test
+        widget.task.cancel()
+    torch.set_num_threads(threads)
+
+
+def _pixels_inside_rectangles(raster_path: Path, classes_path: Path) -> tuple:
+    with rasterio.open(classes_path) as src:
+        predicted = src.read(1)
+    right = total = 0
+    for value, _, (r0, r1, c0, c1) in RECTANGLES:
+        right += int((predicted[r0:r1, c0:c1] == value).sum())
+        total += (r1 - r0) * (c1 - c0)
+    return right, total
+
+
+def test_train_on_memory_polygons_in_another_crs_then_classify(qtbot, panel, project_layers, raster_path, tmp_path):
+    raster, _ = project_layers
+    table = panel.class_table
+    assert table.rowCount() == 2
+    assert [table.item(r, 1).text() for r in range(2)] == [str(WATER), str(URBAN)]
+    # The user names and colours the classes; an integer field keeps its values.
+    table.item(0, 3).setText("open water")
+    table.cellWidget(1, 4).setColor(QColor("#ff0000"))
+    assert not table.item(0, 2).flags() & Qt.ItemIsEditable and table.item(0, 3).flags() & Qt.ItemIsEditable
+
+    losses, mious = [], []
+    with qtbot.waitSignal(panel.training_finished, timeout=90_000) as finished:
+        assert panel.start_training(), panel.last_message
+        panel.task.step_done.connect(lambda *a: losses.append(a[-1]))
+        panel.task.epoch_done.connect(lambda *a: mious.append(a[2]))
+    outcome = finished.args[0]
+    assert outcome.error is None and not outcome.cancelled, outcome.error
+    model = tmp_path / "model.cwsam.pt"
+    assert outcome.model_path == model and model.is_file()
+    assert len(losses) == 3 * 8 and len(mious) == 3
+    assert len(panel.plot.loss_points) == 3 * 8 and len(panel.plot.miou_points) == 3
+    assert panel.progress_bar.value() == 100 and "best validation mIoU" in panel.last_message
+
+    card = read_model_card(model)
+    assert [(c.value, c.name, c.color) for c in card.classes] == [
+        (WATER, "open water", default_color(0)), (URBAN, f"class {URBAN}", "#ff0000")]
+    assert card.input_size == 64
+    # The memory layer went through a temporary GeoPackage, removed once the task ended.
+    assert not list(Path(outcome.result.model_path).parent.glob("*.gpkg"))
+
+    result = classify_file(raster_path, tmp_path / "classes.tif", model, device="cpu")
+    assert set(result.pixel_counts) <= {WATER, URBAN}
+    right, total = _pixels_inside_rectangles(raster_path, tmp_path / "classes.tif")
+    assert right / total > 0.8, f"{right} of {total} labelled pixels right"
+
+    # The offer to classify hands the model and the raster layer to the Classify tab.
+    assert panel.classify_button.isVisible() or not panel.isVisible()
+    assert panel.classify_button.text() == "Classify sar with this model"
+    with qtbot.waitSignal(panel.model_trained, timeout=1000) as offered:
+        panel.classify_button.click()
+    assert offered.args == [str(model), raster.id()]
+
+
+def test_cancel_keeps_the_best_model_so_far(qtbot, panel, tmp_path):
+    panel.epochs_spin.setValue(200)
+    with qtbot.waitSignal(panel.training_finished, timeout=60_000) as finished:
+        assert panel.start_training(), panel.last_message
+        panel.task.epoch_done.connect(lambda *a: panel.cancel_training())
+    outcome = finished.args[0]
+    assert outcome.cancelled and outcome.error is None
+    history = outcome.result.history
+    assert 1 <= len(history) < 200
+    card = read_model_card(tmp_path / "model.cwsam.pt")  # a whole, readable model file
+    assert card.provenance["epoch"] == outcome.result.best_epoch
+    assert "cancelled" in panel.last_message and panel.train_button.isEnabled()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.cwsam.pt", "model.cwsam.pt.log.csv", "model.cwsam.pt.state.pt"]
+
+
+def test_cancel_before_the_first_epoch_leaves_no_file(qtbot, panel, tmp_path):
+    with qtbot.waitSignal(panel.training_finished, timeout=60_000) as finished:
+        assert panel.start_training(), panel.last_message
+        panel.cancel_training()
+    outcome = finished.args[0]
+    assert outcome.cancelled and outcome.result is None and outcome.error is None
+    assert "no model was written" in panel.last_message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_polygons_without_overlap_give_a_message(qtbot, panel, tmp_path):
+    far = polygon_layer(offset_deg=1.0)
+    QgsProject.instance().addMapLayer(far)
+    panel.polygon_combo.setLayer(far)
+    panel.field_combo.setField("cls")
+    assert not panel.start_training()
+    assert panel.task is None and "overlaps the raster sar" in panel.last_message
+    bar_items = panel.iface.messageBar().items()
+    assert bar_items and "overlaps" in bar_items[-1].text()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_polygon_layers_are_offered_and_classes_follow_the_field(panel, project_layers):
+    _, polygons = project_layers
+    points = polygon_layer(geometry="Point")
+    QgsProject.instance().addMapLayer(points)
+    offered = [panel.polygon_combo.layer(i) for i in range(panel.polygon_combo.count())]
+    assert polygons in offered and points not in offered
+    # A text field: names are the texts (how the core matches them), values are free.
+    panel.field_combo.setField("name")
+    table = panel.class_table
+    assert [table.item(r, 3).text() for r in range(table.rowCount())] == ["urban", "water"]
+    assert [table.item(r, 2).data(Qt.EditRole) for r in range(table.rowCount())] == [0, 1]
+    assert table.item(0, 2).flags() & Qt.ItemIsEditable and not table.item(0, 3).flags() & Qt.ItemIsEditable
+    table.item(1, 0).setCheckState(Qt.Unchecked)
+    assert [c.name for c in panel.classes()] == ["urban"]
+    assert not panel.start_training() and "at least two classes" in panel.last_message
+
+
+def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layers, tmp_path):
+    sys.path.append("/usr/share/qgis/python/plugins")
+    import processing
+    from processing.core.Processing import Processing
+
+    from cwsam_qgis.processing.train_algorithm import TrainAlgorithm
+
+    Processing.initialize()
+    raster, polygons = project_layers
+    output = tmp_path / "processing.cwsam.pt"
+    result = processing.run(TrainAlgorithm().create(), {
+        "INPUT": raster, "POLYGONS": polygons, "CLASS_FIELD": "name", "BACKBONE": "vit_nano",
+        "EPOCHS": 2, "STEPS_PER_EPOCH": 6, "BATCH_SIZE": 4, "LEARNING_RATE": 3e-2, "VAL_FRACTION": 0.25,
+        "TILE_SIZE": 64, "DEVICE": "cpu", "OUTPUT": str(output),
+    })
+    assert Path(result["OUTPUT"]) == output and output.is_file()
+    assert 0 <= result["BEST_MIOU"] <= 1 and result["BEST_EPOCH"] in (1, 2)
+    card = read_model_card(output)
+    assert [(c.value, c.name) for c in card.classes] == [(0, "urban"), (1, "water")]
