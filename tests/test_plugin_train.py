@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import rasterio
 from qgis.core import (
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
     QgsGeometry,
     QgsPointXY,
+    QgsProcessingException,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
@@ -88,14 +90,21 @@ def project_layers(qgis_app, raster_path):
     QgsProject.instance().removeAllMapLayers()
 
 
-@pytest.fixture
-def panel(qgis_app, project_layers, tmp_path):
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """On a shared, busy 2-core machine one thread trains the tiny model several times faster than two."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def panel(qgis_app, project_layers, tmp_path):
     from cwsam_qgis.widgets.train_panel import TrainPanel
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared, busy 2-core machine one thread is several times faster than two
     raster, polygons = project_layers
     iface = HeadlessInterface()
     widget = TrainPanel(iface)
@@ -114,7 +123,6 @@ def panel(qgis_app, project_layers, tmp_path):
     yield widget
     if widget.task is not None:  # never leave a run behind for the next test
         widget.task.cancel()
-    torch.set_num_threads(threads)
 
 
 def _pixels_inside_rectangles(raster_path: Path, classes_path: Path) -> tuple:
@@ -226,20 +234,35 @@ def test_only_polygon_layers_are_offered_and_classes_follow_the_field(panel, pro
 
 
 def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layers, tmp_path):
-    sys.path.append("/usr/share/qgis/python/plugins")
+    if "/usr/share/qgis/python/plugins" not in sys.path:
+        sys.path.append("/usr/share/qgis/python/plugins")
     import processing
     from processing.core.Processing import Processing
 
-    from cwsam_qgis.processing.train_algorithm import TrainAlgorithm
+    from cwsam_qgis.processing.provider import CwsamProvider
 
     Processing.initialize()
+    registry = QgsApplication.processingRegistry()
+    provider = None
+    if registry.providerById("cwsam") is None:
+        provider = CwsamProvider()
+        registry.addProvider(provider)
     raster, polygons = project_layers
     output = tmp_path / "processing.cwsam.pt"
-    result = processing.run(TrainAlgorithm().create(), {
-        "INPUT": raster, "POLYGONS": polygons, "CLASS_FIELD": "name", "BACKBONE": "vit_nano",
-        "EPOCHS": 2, "STEPS_PER_EPOCH": 6, "BATCH_SIZE": 4, "LEARNING_RATE": 3e-2, "VAL_FRACTION": 0.25,
-        "TILE_SIZE": 64, "DEVICE": "cpu", "OUTPUT": str(output),
-    })
+    try:
+        result = processing.run("cwsam:train", {
+            "INPUT": raster, "POLYGONS": polygons, "CLASS_FIELD": "name", "BACKBONE": "vit_nano",
+            "EPOCHS": 2, "STEPS_PER_EPOCH": 6, "BATCH_SIZE": 4, "LEARNING_RATE": 3e-2, "VAL_FRACTION": 0.25,
+            "TILE_SIZE": 64, "DEVICE": "cpu", "OUTPUT": str(output),
+        })
+        # No overlap: a Processing error with the message, and no file.
+        with pytest.raises(QgsProcessingException, match="overlaps the raster"):
+            processing.run("cwsam:train", {"INPUT": raster, "POLYGONS": polygon_layer(offset_deg=1.0),
+                                           "CLASS_FIELD": "cls", "OUTPUT": str(tmp_path / "none.cwsam.pt")})
+    finally:
+        if provider is not None:
+            registry.removeProvider(provider)
+    assert not (tmp_path / "none.cwsam.pt").exists()
     assert Path(result["OUTPUT"]) == output and output.is_file()
     assert 0 <= result["BEST_MIOU"] <= 1 and result["BEST_EPOCH"] in (1, 2)
     card = read_model_card(output)

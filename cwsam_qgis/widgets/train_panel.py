@@ -384,6 +384,11 @@ class TrainPanel(QWidget):
             self.status_label.setText("Cancelling: stopping at the next step...")
             self.task.cancel()
 
+    def shutdown(self) -> None:
+        """Cancel a running task (the plugin is unloading); the engine keeps the best model so far."""
+        if self.task is not None:
+            self.task.cancel()
+
     def _on_step(self, epoch: int, epochs: int, step: int, steps: int, loss: float) -> None:
         self.plot.add_loss(epoch, step, steps, loss)
         self.status_label.setText(f"Epoch {epoch}/{epochs}, step {step}/{steps}: loss {loss:.4f}")
