@@ -46,6 +46,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with what to do about it."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A model file or training state that could not be written (full disk, file size limit, permissions);
+    the previous file at that path is intact."""
+
+
 @dataclass
 class LoadReport:
     """What a checkpoint load did: every model tensor is either loaded or a CWSAM addition."""
@@ -82,8 +87,14 @@ def atomic_torch_save(payload: dict, path: Path) -> None:
     try:
         torch.save(payload, temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError) or isinstance(exc.__cause__, OSError) or "write" in str(exc).lower():
+            raise CheckpointWriteError(
+                f"could not write {path} ({exc}); "
+                + ("the previous file there is intact. " if path.exists() else "")
+                + "Free some disk space or choose another folder, then run again"
+            ) from exc
         raise
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -118,16 +119,42 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sources(args: argparse.Namespace):
+    """The training/evaluation sources named on the command line: one of three forms."""
     from .datasets import read_pairs
     from .training import TrainingSource
 
+    polygons = getattr(args, "polygons", None)
+    given = [name for name, value in (("--pairs", args.pairs), ("--labels", args.labels), ("--polygons", polygons))
+             if value]
+    if len(given) != 1:
+        raise CliError("give exactly one of --image IMG --labels LABELS, --image IMG --polygons VEC --class-field "
+                       f"FIELD, or --pairs PAIRS.csv (got {' and '.join(given) or 'none'})")
     if args.pairs:
-        if args.image or args.labels:
-            raise CliError("give either --pairs or --image with --labels, not both")
+        if args.image:
+            raise CliError("--pairs lists its images: leave out --image")
         return [TrainingSource(image, label) for image, label in read_pairs(args.pairs)]
-    if not (args.image and args.labels):
-        raise CliError("give --image IMG --labels LABELS, or --pairs PAIRS.csv")
+    if not args.image:
+        raise CliError(f"{given[0]} needs --image IMG")
+    if polygons:
+        if not args.class_field:
+            raise CliError("--polygons needs --class-field FIELD (the attribute holding the class of each polygon)")
+        return [TrainingSource(Path(args.image), polygons=Path(polygons), class_field=args.class_field,
+                               layer=args.layer)]
     return [TrainingSource(Path(args.image), Path(args.labels))]
+
+
+def _classes_from_data(sources, ignore_values) -> list:
+    """Classes found in the labels when the user names none: label values, or the polygons' class field."""
+    from .datasets import label_values
+    from .model_file import ClassInfo, default_color
+    from .polygons import polygon_classes
+
+    if sources[0].polygons is not None:
+        return polygon_classes(sources[0].polygons, sources[0].class_field, sources[0].layer)
+    values = sorted({v for s in sources for v in label_values(s.labels, ignore_values)})
+    if not values or min(values) < 0 or max(values) > 254:
+        raise CliError(f"cannot derive classes from the label values {values[:10]}: give --classes")
+    return [ClassInfo(v, f"class {v}", default_color(i)) for i, v in enumerate(values)]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -135,20 +162,13 @@ def _train(args: argparse.Namespace) -> int:
 
     from .checkpoint import CheckpointError
     from .classes import ClassSpecError, parse_classes
-    from .datasets import TrainingDataError, label_values
-    from .model_file import ClassInfo, default_color
+    from .datasets import TrainingDataError
     from .radiometry import RadiometryError
     from .training import TrainConfig, train
 
     try:
         sources = _sources(args)
-        if args.classes:
-            classes = parse_classes(args.classes)
-        else:
-            values = sorted({v for s in sources for v in label_values(s.labels, args.ignore_value or [])})
-            if not values or max(values) > 254:
-                raise CliError(f"cannot derive classes from the label values {values[:10]}: give --classes")
-            classes = [ClassInfo(v, f"class {v}", default_color(i)) for i, v in enumerate(values)]
+        classes = parse_classes(args.classes) if args.classes else _classes_from_data(sources, args.ignore_value or [])
         config = TrainConfig(
             backbone=args.backbone, classes=classes, output=Path(args.output), sam_checkpoint=args.sam_checkpoint,
             tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")],
@@ -157,7 +177,9 @@ def _train(args: argparse.Namespace) -> int:
             seed=args.seed, dice_weight=args.dice, gradient_checkpointing=args.gradient_checkpointing,
         )
         total = (args.epochs) * args.steps_per_epoch
-        bar = tqdm(total=total, desc="train", unit="step", disable=args.quiet)
+        # Under torchrun only rank 0 reports.
+        main_process = int(os.environ.get("RANK", "0")) == 0
+        bar = tqdm(total=total, desc="train", unit="step", disable=args.quiet or not main_process)
 
         def progress(info: dict) -> None:
             if "val_miou" in info:
@@ -176,6 +198,8 @@ def _train(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:
         raise CliError("interrupted; the best model so far and the training state are kept (continue with --resume)") from None
+    if not main_process:
+        return 0
     if result.best_epoch > 0:
         print(f"Best validation mIoU {result.best_miou:.4f} at epoch {result.best_epoch}: model written to {result.model_path}")
     else:
@@ -187,6 +211,9 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="fine-tune CWSAM on labelled rasters")
     parser.add_argument("--image", help="SAR image raster")
     parser.add_argument("--labels", help="label raster of class values (any grid; read onto the image's)")
+    parser.add_argument("--polygons", help="polygon file (GeoPackage, Shapefile, GeoJSON; any CRS) of labelled areas")
+    parser.add_argument("--class-field", help="attribute of --polygons holding the class (integer value or name)")
+    parser.add_argument("--layer", help="layer of a multi-layer --polygons file")
     parser.add_argument("--pairs", help="CSV with columns image,label (paths relative to the CSV)")
     parser.add_argument("--backbone", required=True, help="vit_b, vit_l, vit_h (with --sam-checkpoint) or vit_tiny")
     parser.add_argument("--sam-checkpoint", help="official SAM checkpoint of the backbone")

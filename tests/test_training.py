@@ -82,3 +82,55 @@ def test_bad_training_input(tmp_path, scene):
     with pytest.raises(TrainingDataError, match="no training state"):
         train([scene], config(tmp_path), resume=True)
     assert not (tmp_path / "model.cwsam.pt").exists()
+
+
+def test_unusable_images_and_checkpoints_are_named(tmp_path, scene):
+    import numpy as np
+    import rasterio
+    from model_helpers import write_sam_checkpoint
+
+    from cwsam_core.checkpoint import CheckpointError
+    from cwsam_core.radiometry import RadiometryError
+
+    image, labels = write_scene(simulate_scene(128, 128, seed=2), tmp_path / "void.tif", tmp_path / "void_labels.tif",
+                                nodata=-9999.0)
+    with rasterio.open(image, "r+") as dataset:
+        dataset.write(np.full((2, 128, 128), -9999.0, dtype=np.float32))
+    with pytest.raises(RadiometryError, match="all nodata"):
+        train([TrainingSource(image, labels)], config(tmp_path, tile_size=32))
+    checkpoint = write_sam_checkpoint(tmp_path / "sam_nano.pth", "vit_nano")
+    with pytest.raises(CheckpointError, match="looks like a vit_nano checkpoint, but the model uses backbone vit_tiny"):
+        train([scene], config(tmp_path, backbone="vit_tiny", sam_checkpoint=checkpoint, tile_size=None))
+    with pytest.raises(TrainingDataError, match="either a label raster or a polygon file"):
+        train([TrainingSource(scene.image)], config(tmp_path))
+    assert not (tmp_path / "model.cwsam.pt").exists() and not state_path(tmp_path / "model.cwsam.pt").exists()
+
+
+def test_label_values_outside_the_classes_are_ignored_and_logged(tmp_path, scene, caplog):
+    # Name only water and forest: the other simulated classes are label values no class names.
+    named = [CLASSES[0], CLASSES[3]]
+    with caplog.at_level("WARNING", logger="cwsam"):
+        result = train([scene], config(tmp_path, classes=named, epochs=1, steps_per_epoch=2))
+    message = next(r.getMessage() for r in caplog.records if "not in the class list" in r.getMessage())
+    for c in (CLASSES[1], CLASSES[2], CLASSES[4]):
+        assert f"{c.value} (" in message
+    assert read_model_card(result.model_path).classes == named
+
+
+def test_several_images_are_split_by_whole_files(tmp_path):
+    from cwsam_core.training import _Source, split_sources
+
+    sources = []
+    for seed in range(4):
+        image, labels = write_scene(simulate_scene(96, 96, seed=seed), tmp_path / f"s{seed}.tif", tmp_path / f"l{seed}.tif")
+        sources.append(_Source(TrainingSource(image, labels), config(tmp_path)))
+    try:
+        split_sources(sources, 32, 0.25, seed=0)
+        held_out = [s for s in sources if s.val_blocks]
+        assert len(held_out) == 1 and not held_out[0].train_blocks
+        assert all(s.train_blocks and not s.val_blocks for s in sources if s is not held_out[0])
+        covered = sum(b.width * b.height for b in held_out[0].val_blocks)
+        assert covered == 96 * 96
+    finally:
+        for s in sources:
+            s.close()
