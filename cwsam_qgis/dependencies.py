@@ -104,11 +104,20 @@ def activate(environment: Optional[Path]) -> List[str]:
     Returns notes about anything that looks wrong (not found, built for another Python version).
     """
     notes: List[str] = []
-    if BUNDLED_LIBS.is_dir() and str(BUNDLED_LIBS) not in sys.path:
-        sys.path.insert(0, str(BUNDLED_LIBS))
     if environment is None:
         notes.append("No Python environment found at " + " or ".join(str(e) for e in candidate_environments()))
-        return notes
+    else:
+        notes += _add_environment(environment)
+    if BUNDLED_LIBS.is_dir() and str(BUNDLED_LIBS) not in sys.path:
+        sys.path.insert(0, str(BUNDLED_LIBS))  # the engine that came with this plugin wins
+    for variable in ("PROJ_LIB", "PROJ_DATA"):
+        if os.environ.get(variable):
+            notes.append(f"{variable} is set ({os.environ[variable]}): if rasterio reports PROJ errors, unset it")
+    return notes
+
+
+def _add_environment(environment: Path) -> List[str]:
+    notes: List[str] = []
     packages = site_packages(environment)
     if not packages.is_dir():
         built = sorted(p.name for p in (environment / "lib").glob("python*")) if (environment / "lib").is_dir() else []
@@ -118,10 +127,12 @@ def activate(environment: Optional[Path]) -> List[str]:
         )
         return notes
     if str(packages) not in sys.path:
+        before = set(sys.path)
         site.addsitedir(str(packages))  # also runs its .pth files (the editable cwsam_core)
-    for variable in ("PROJ_LIB", "PROJ_DATA"):
-        if os.environ.get(variable):
-            notes.append(f"{variable} is set ({os.environ[variable]}): if rasterio reports PROJ errors, unset it")
+        # As inside the environment itself: its packages before the system's (torch needs a newer sympy
+        # than Debian's, which addsitedir's append would let win).
+        added = [p for p in sys.path if p not in before]
+        sys.path[:] = added + [p for p in sys.path if p in before]
     return notes
 
 

@@ -35,7 +35,12 @@ class CwsamProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802
         for algorithm in (ClassifyAlgorithm, TrainAlgorithm, EvaluateAlgorithm):
+            # addAlgorithm runs initAlgorithm from C++, where a Python exception aborts or reaches the user:
+            # try it on a throw-away instance first, so one broken algorithm leaves the others and QGIS be.
             try:
-                self.addAlgorithm(algorithm())
-            except Exception:  # noqa: BLE001 - one broken algorithm must not hide the others or QGIS
-                messages.log(f"CWSAM: could not load {algorithm.__name__}:\n{traceback.format_exc()}", Qgis.Critical)
+                algorithm().initAlgorithm()
+            except Exception:  # noqa: BLE001
+                messages.log(f"could not load {algorithm.__name__} (see the CWSAM dock's Setup tab):\n"
+                             f"{traceback.format_exc()}", Qgis.Critical)
+                continue
+            self.addAlgorithm(algorithm())
