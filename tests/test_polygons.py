@@ -124,6 +124,23 @@ def test_polygons_in_a_projected_crs_land_on_the_right_pixels_of_a_geographic_im
     assert labels.stats().class_pixels.sum() == (out != IGNORE_INDEX).sum()
 
 
+
+def test_long_edges_follow_their_curve_after_reprojection(tmp_path):
+    # 64 px of 0.2 degrees; a Web Mercator triangle whose 2000 km diagonal crosses the whole image. In
+    # degrees that edge is a curve bulging by several pixels: the edges must be densified before reprojection.
+    transform = from_origin(10.0, 50.0, 0.2, 0.2)
+    (x0, x1), (y0, y1) = transform_points("EPSG:4326", "EPSG:3857", [9.0, 23.8], [36.2, 51.0])
+    triangle = shapely.Polygon([(x0, y0), (x1, y1), (x1, y0)])
+    vector = write_polygons(tmp_path / "labels.gpkg", [triangle], {"cls": np.array([1])}, crs="EPSG:3857")
+    out = open_labels(tmp_path, vector, image_crs="EPSG:4326", transform=transform).read(Window(0, 0, SIZE, SIZE))
+    lon, lat = pixel_centres(transform)
+    px, py = (np.asarray(v).reshape(SIZE, SIZE) for v in transform_points("EPSG:4326", "EPSG:3857", lon.ravel(),
+                                                                          lat.ravel()))
+    inside = shapely.contains_xy(triangle, px, py)
+    near = shapely.distance(triangle.boundary, shapely.points(px, py)) < 2000  # 2 km of ~30 km pixels
+    assert inside.sum() > 1000 and near.sum() < 40
+    np.testing.assert_array_equal((out == 0)[~near], inside[~near])
+
 def test_overlaps_of_different_classes_are_ignored_and_counted_same_class_overlaps_are_not(tmp_path, caplog):
     a = shapely.box(500050.5, 4599650.5, 500350.5, 4599950.5)
     b = shapely.box(500250.5, 4599550.5, 500450.5, 4599750.5)  # other class: overlaps a's lower-right corner
@@ -215,8 +232,7 @@ def test_text_classes_match_names_then_integer_values(tmp_path):
 def test_without_any_crs_polygons_are_in_the_image_coordinates(tmp_path, transform):
     xs, ys = pixel_centres(transform)
     x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    poly = shapely.Polygon([(x0 + 0.13 * (x1 - x0), y0 + 0.21 * (y1 - y0)), (x0 + 0.77 * (x1 - x0), y0 + 0.3 * (y1 - y0)),
-                            (x0 + 0.5 * (x1 - x0), y0 + 0.88 * (y1 - y0))])
+    poly = shapely.Polygon([(x0 + u * (x1 - x0), y0 + v * (y1 - y0)) for u, v in [(0.13, 0.21), (0.77, 0.3), (0.5, 0.88)]])
     vector = write_polygons(tmp_path / "labels.gpkg", [poly], {"cls": np.array([5])}, crs=None)
     labels = open_labels(tmp_path, vector, image_crs=None, transform=transform)
     out = labels.read(Window(0, 0, SIZE, SIZE))
@@ -323,3 +339,29 @@ def test_bad_input_gets_one_clear_error(tmp_path):
         assert "\n" not in message, name
         for word in words:
             assert word in message, f"{name}: {word!r} not in {message!r}"
+
+
+def test_polygons_traced_from_a_real_label_in_another_crs_give_the_label_back(tmp_path, shared_data):
+    """Sen1Floods11 (EPSG:4326): a quarter of a hand label traced into UTM polygons, read back onto the
+    chip's grid, gives that quarter pixel for pixel and nothing elsewhere."""
+    from rasterio.features import shapes
+    from rasterio.warp import transform_geom
+
+    root = shared_data / "sen1floods11_s1hand"
+    with rasterio.open(root / "LabelHand" / "Spain_7370579_LabelHand.tif") as src:
+        label = src.read(1)
+        part = label[:256, :256]
+        traced = list(shapes(part, mask=part >= 0, transform=rasterio.windows.transform(Window(0, 0, 256, 256),
+                                                                                        src.transform)))
+        utm = transform_geom(src.crs, "EPSG:32630", [g for g, _ in traced])
+    vector = write_polygons(tmp_path / "traced.gpkg", [shapely.geometry.shape(g) for g in utm],
+                            {"water": np.array([int(v) for _, v in traced])}, crs="EPSG:32630")
+    classes = [ClassInfo(0, "not water", "#888888"), ClassInfo(1, "water", "#1f5fff")]
+    with rasterio.open(root / "S1Hand" / "Spain_7370579_S1Hand.tif") as img:
+        labels = PolygonLabels(vector, img, "water", classes)
+        out = labels.read(Window(0, 0, img.width, img.height))
+    expected = np.full(label.shape, IGNORE_INDEX, np.int64)
+    expected[:256, :256] = np.where(part >= 0, part, IGNORE_INDEX)
+    assert (expected == 1).sum() > 1000 and (expected == 0).sum() > 1000
+    np.testing.assert_array_equal(out, expected)
+    assert labels.stats().class_pixels.tolist() == [(expected == 0).sum(), (expected == 1).sum()]
