@@ -142,21 +142,6 @@ def test_other_files_are_not_model_files(tmp_path, sam_checkpoint):
         load_model_file(future)
 
 
-def test_save_is_atomic_and_keeps_previous_file_on_failure(tmp_path, monkeypatch):
-    model = build_cwsam("vit_nano", 3)
-    path = save_model_file(tmp_path / "m.cwsam.pt", model, make_card())
-    before = path.read_bytes()
-
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-        save_model_file(path, build_cwsam("vit_nano", 3), make_card())
-    assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cwsam.pt"]
-
-
 def test_card_validation():
     with pytest.raises(ModelFileError, match="input scale"):
         make_card(input_scale="decibel")
