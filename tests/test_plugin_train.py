@@ -26,6 +26,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QPushButton
 from qgis_interface import HeadlessInterface
 from rasterio.transform import from_origin
 
@@ -103,11 +104,13 @@ def one_torch_thread():
 
 @pytest.fixture
 def panel(qgis_app, project_layers, tmp_path):
-    from cwsam_qgis.widgets.train_panel import TrainPanel
+    """The Fine-tune tab of a real dock, set for a short vit_nano run on the test raster and polygons."""
+    from cwsam_qgis.dock import CwsamDock
 
     raster, polygons = project_layers
     iface = HeadlessInterface()
-    widget = TrainPanel(iface)
+    dock = CwsamDock(iface)
+    widget = dock.train_panel
     widget.raster_combo.setLayer(raster)
     widget.polygon_combo.setLayer(polygons)
     widget.field_combo.setField("cls")
@@ -170,12 +173,20 @@ def test_train_on_memory_polygons_in_another_crs_then_classify(qtbot, panel, pro
     right, total = _pixels_inside_rectangles(raster_path, tmp_path / "classes.tif")
     assert right / total > 0.8, f"{right} of {total} labelled pixels right"
 
-    # The offer to classify hands the model and the raster layer to the Classify tab.
-    assert panel.classify_button.isVisible() or not panel.isVisible()
+    # The offer to classify (message bar and tab) hands the model and the raster to the Classify tab.
     assert panel.classify_button.text() == "Classify sar with this model"
+    item = panel.iface.messageBar().currentItem()
+    assert "best validation mIoU" in item.text()
+    (offer,) = [b for b in item.findChildren(QPushButton) if b.text() == "Classify sar with this model"]
     with qtbot.waitSignal(panel.model_trained, timeout=1000) as offered:
-        panel.classify_button.click()
+        offer.click()
     assert offered.args == [str(model), raster.id()]
+    from cwsam_qgis.dock import CwsamDock
+
+    dock = panel.iface.mainWindow().findChild(CwsamDock)
+    assert dock.tabs.currentWidget() is dock.classify_panel
+    assert dock.classify_panel.model_widget.filePath() == str(model)
+    assert dock.classify_panel.layer_combo.currentLayer() is raster
 
 
 def test_cancel_keeps_the_best_model_so_far(qtbot, panel, tmp_path):
