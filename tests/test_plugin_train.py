@@ -278,3 +278,40 @@ def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layer
     assert 0 <= result["BEST_MIOU"] <= 1 and result["BEST_EPOCH"] in (1, 2)
     card = read_model_card(output)
     assert [(c.value, c.name) for c in card.classes] == [(0, "urban"), (1, "water")]
+
+
+def test_polygon_files_the_core_reads(qgis_app, tmp_path):
+    from qgis.core import QgsVectorFileWriter
+
+    from cwsam_qgis.polygon_source import PolygonSourceError, field_values, plain_file, polygon_file
+
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName, options.layerName = "GPKG", "labels"
+    path = tmp_path / "labels.gpkg"
+    context = QgsProject.instance().transformContext()
+    error = QgsVectorFileWriter.writeAsVectorFormatV3(polygon_layer(), str(path), context, options)[0]
+    assert error == QgsVectorFileWriter.NoError
+    on_disk = QgsVectorLayer(f"{path}|layername=labels", "labels", "ogr")
+    own = polygon_file(on_disk, "cls")
+    assert (own.path, own.layer, own.temporary) == (path, "labels", False)
+    own.remove()
+    assert path.is_file()  # a user's file is never deleted
+    # A filtered layer is not the file as it stands: its visible features are exported.
+    on_disk.setSubsetString("cls = 4")
+    assert plain_file(on_disk) is None
+    exported = polygon_file(on_disk, "cls")
+    assert exported.temporary and exported.path != path
+    again = QgsVectorLayer(f"{exported.path}|layername={exported.layer}", "again", "ogr")
+    assert again.crs().authid() == "EPSG:3857" and again.featureCount() == 1
+    assert [f.name() for f in again.fields()][-1] == "cls"
+    exported.remove()
+    assert not exported.path.exists() and not exported.path.parent.exists()
+    # Real numbers are class values only when whole.
+    reals = QgsVectorLayer("Polygon?crs=EPSG:4326&field=code:double", "reals", "memory")
+    feature = QgsFeature(reals.fields())
+    feature.setAttributes([2.5])
+    reals.dataProvider().addFeatures([feature])
+    with pytest.raises(PolygonSourceError, match="not a whole number"):
+        field_values(reals, "code")
+    with pytest.raises(PolygonSourceError, match="has no field 'nope'"):
+        polygon_file(reals, "nope")

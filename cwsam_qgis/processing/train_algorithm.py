@@ -88,7 +88,8 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             self.BACKBONE, "Backbone (vit_nano: tests only)", options=self.backbones, defaultValue=DEFAULT_BACKBONE,
             usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.SAM_CHECKPOINT, "SAM checkpoint (vit_b/l/h only)", optional=True, fileFilter="SAM checkpoint (*.pth *.pt)"))
+            self.SAM_CHECKPOINT, "SAM checkpoint (vit_b/l/h only)", optional=True,
+            fileFilter="SAM checkpoint (*.pth *.pt)"))
         self.addParameter(QgsProcessingParameterNumber(
             self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer, 10, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
