@@ -20,6 +20,7 @@ from qgis.core import (
     QgsGeometry,
     QgsPointXY,
     QgsProcessingException,
+    QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
@@ -259,13 +260,28 @@ def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layer
         provider = CwsamProvider()
         registry.addProvider(provider)
     raster, polygons = project_layers
+    # One more polygon, of a class left out of the class list: ignored, with a warning in the feedback.
+    marsh = QgsFeature(polygons.fields())
+    marsh.setGeometry(QgsGeometry.fromPolygonXY([_pixel_to_3857([(150, 60), (150, 80), (170, 80), (170, 60)])]))
+    marsh.setAttributes([9, "marsh"])
+    assert polygons.dataProvider().addFeatures([marsh])
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings = []
+
+        def pushWarning(self, warning):  # noqa: N802
+            self.warnings.append(warning)
+
+    feedback = Feedback()
     output = tmp_path / "processing.cwsam.pt"
     try:
         result = processing.run("cwsam:train", {
-            "INPUT": raster, "POLYGONS": polygons, "CLASS_FIELD": "name", "BACKBONE": "vit_nano",
-            "EPOCHS": 2, "STEPS_PER_EPOCH": 6, "BATCH_SIZE": 4, "LEARNING_RATE": 3e-2, "VAL_FRACTION": 0.25,
-            "TILE_SIZE": 64, "DEVICE": "cpu", "OUTPUT": str(output),
-        })
+            "INPUT": raster, "POLYGONS": polygons, "CLASS_FIELD": "name", "CLASSES": "0:urban,1:water:#0000ff",
+            "BACKBONE": "vit_nano", "EPOCHS": 2, "STEPS_PER_EPOCH": 6, "BATCH_SIZE": 4, "LEARNING_RATE": 3e-2,
+            "VAL_FRACTION": 0.25, "TILE_SIZE": 64, "DEVICE": "cpu", "OUTPUT": str(output),
+        }, feedback=feedback)
         # No overlap: a Processing error with the message, and no file.
         with pytest.raises(QgsProcessingException, match="overlaps the raster"):
             processing.run("cwsam:train", {"INPUT": raster, "POLYGONS": polygon_layer(offset_deg=1.0),
@@ -277,7 +293,9 @@ def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layer
     assert Path(result["OUTPUT"]) == output and output.is_file()
     assert 0 <= result["BEST_MIOU"] <= 1 and result["BEST_EPOCH"] in (1, 2)
     card = read_model_card(output)
-    assert [(c.value, c.name) for c in card.classes] == [(0, "urban"), (1, "water")]
+    assert [(c.value, c.name, c.color) for c in card.classes] == [(0, "urban", default_color(0)),
+                                                                  (1, "water", "#0000ff")]
+    assert any("marsh" in w and "ignored" in w for w in feedback.warnings), feedback.warnings
 
 
 def test_polygon_files_the_core_reads(qgis_app, tmp_path):

@@ -156,7 +156,8 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                                   f"validation mIoU {info['val_miou']:.3f} (best {info['best_miou']:.3f})")
 
         try:
-            outcome = run_training(job, progress, feedback.isCanceled)
+            outcome = run_training(job, progress, feedback.isCanceled,
+                                   log=lambda level, message: feedback.pushWarning(message))
         finally:
             job.remove_temporary_files()
         if outcome.details:

@@ -7,7 +7,9 @@ hands its outcome to the main thread in ``finished()``. It keeps no QGIS layer: 
 
 from __future__ import annotations
 
+import logging
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -74,12 +76,50 @@ def expected_errors() -> tuple:
     return (TrainingDataError, CheckpointError, RadiometryError, ModelFileError, ValueError, OSError)
 
 
+class _ForwardHandler(logging.Handler):
+    """Hands the engine's log records (``logging`` "cwsam") to a sink: the log panel or Processing feedback."""
+
+    def __init__(self, sink: Callable[[int, str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink(record.levelno, record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never break training
+            self.handleError(record)
+
+
+def log_to_panel(level: int, message: str) -> None:
+    """QgsMessageLog is thread-safe: fine from the task's worker thread."""
+    QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning if level >= logging.WARNING else Qgis.Info)
+
+
+@contextmanager
+def engine_log(sink: Callable[[int, str], None]):
+    """Forward the engine's warnings (ignored label values, repaired polygons...) while training runs."""
+    logger = logging.getLogger("cwsam")
+    handler = _ForwardHandler(sink)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def run_training(job: TrainingJob, progress: Optional[Callable[[dict], None]] = None,
-                 should_cancel: Optional[Callable[[], bool]] = None) -> TrainOutcome:
+                 should_cancel: Optional[Callable[[], bool]] = None,
+                 log: Callable[[int, str], None] = log_to_panel) -> TrainOutcome:
     """Run the engine on ``job``; engine errors become ``TrainOutcome.error`` instead of exceptions.
 
-    Shared by the dock's task and the Processing algorithm, so both train the same way.
+    Shared by the dock's task and the Processing algorithm, so both train the same way. The
+    engine's warnings go to ``log(level, message)`` (default: the "CWSAM" log panel).
     """
+    with engine_log(log):
+        return _run_training(job, progress, should_cancel)
+
+
+def _run_training(job: TrainingJob, progress, should_cancel) -> TrainOutcome:
     from cwsam_core.training import train
 
     try:
