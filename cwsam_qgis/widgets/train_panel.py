@@ -60,7 +60,7 @@ def _backbones() -> dict:
     """cwsam_core's backbone registry, or {} when the engine cannot be imported (the plugin still loads)."""
     try:
         from cwsam_core.build import BACKBONES
-    except ImportError:
+    except Exception:  # noqa: BLE001 - a missing or broken torch install: the panel says so instead
         return {}
     return dict(BACKBONES)
 
