@@ -359,15 +359,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["sen1floods11", "polsf", "all"], default="all")
     parser.add_argument("--folds", help="comma-separated fold names to run (events, polsf-1..3); default all")
-    parser.add_argument("--steps", type=int, default=120, help="optimizer steps per fold (default 120)")
+    parser.add_argument("--steps", type=int, default=96, help="optimizer steps per fold (default 96)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs the steps are split into (default 4)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3: from scratch)")
+    parser.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
     parser.add_argument("--warmup", type=int, default=10, help="warm-up steps (default 10)")
     parser.add_argument("--val-fraction", type=float, default=0.0,
                         help="validation share inside the training files (default 0: keep the last weights)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared machine more threads stall each other)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
                         help="folder holding sen1floods11_s1hand/ and polsf_sf_airsar/ (default ../shared/data)")
     parser.add_argument("--reuse", action="store_true",
