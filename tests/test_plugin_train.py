@@ -228,8 +228,11 @@ def test_polygons_without_overlap_give_a_message(qtbot, panel, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_only_polygon_layers_are_offered_and_classes_follow_the_field(panel, project_layers):
-    _, polygons = project_layers
+def test_only_polygon_layers_are_offered_and_classes_follow_the_field(panel, project_layers, tmp_path):
+    from cwsam_qgis import settings
+    from cwsam_qgis.widgets.train_panel import KEY_OUTPUT_FOLDER
+
+    raster, polygons = project_layers
     points = polygon_layer(geometry="Point")
     QgsProject.instance().addMapLayer(points)
     offered = [panel.polygon_combo.layer(i) for i in range(panel.polygon_combo.count())]
@@ -243,6 +246,12 @@ def test_only_polygon_layers_are_offered_and_classes_follow_the_field(panel, pro
     table.item(1, 0).setCheckState(Qt.Unchecked)
     assert [c.name for c in panel.classes()] == ["urban"]
     assert not panel.start_training() and "at least two classes" in panel.last_message
+    # Without an output file the model goes to a free name in the last output folder.
+    settings.set_value(KEY_OUTPUT_FOLDER, str(tmp_path))
+    first = panel.default_output(raster)
+    assert first == tmp_path / "sar_cwsam.cwsam.pt"
+    first.write_bytes(b"an earlier model")
+    assert panel.default_output(raster) == tmp_path / "sar_cwsam_2.cwsam.pt"
 
 
 def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layers, tmp_path):

@@ -11,9 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsApplication, QgsFieldProxyModel, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsColorButton, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.core import QgsFieldProxyModel
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import (
@@ -298,14 +297,19 @@ class TrainPanel(QWidget):
         return chosen
 
     def default_output(self, layer: QgsRasterLayer) -> Path:
-        """Beside the project when it is saved, else in the last output folder or a temporary one."""
+        """A free name ``<layer>_cwsam[_N].cwsam.pt`` beside the saved project, else in the last output
+        folder, else in the temporary folder (an earlier model is never overwritten by default)."""
         folder = settings.value(KEY_OUTPUT_FOLDER, "")
         if QgsProject.instance().fileName():
             folder = str(Path(QgsProject.instance().fileName()).parent)
         if not folder or not Path(folder).is_dir():
             folder = tempfile.gettempdir()
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in layer.name()) or "model"
-        return Path(folder) / f"{stem}_cwsam.cwsam.pt"
+        candidate, index = Path(folder) / f"{stem}_cwsam.cwsam.pt", 1
+        while candidate.exists():
+            index += 1
+            candidate = Path(folder) / f"{stem}_cwsam_{index}.cwsam.pt"
+        return candidate
 
     # ------------------------------------------------------------------------------------ running
 
