@@ -61,6 +61,7 @@ class RasterLabels:
         except rasterio.errors.RasterioIOError as exc:
             raise TrainingDataError(f"{self.path} is not a raster that GDAL can read ({exc})") from None
         self.lookup = value_lookup(classes, ignore_values)
+        self.ignore_values = set(int(v) for v in ignore_values)
         self.nodata = self._source.nodata
         same_grid = (self._source.crs == image.crs and self._source.transform == image.transform
                      and self._source.shape == image.shape)
@@ -112,7 +113,8 @@ class RasterLabels:
                 if self.nodata is not None:
                     ignored = ignored[ignored != int(self.nodata)]
                 for value, count in zip(*np.unique(ignored, return_counts=True)):
-                    unnamed[int(value)] = unnamed.get(int(value), 0) + int(count)
+                    if int(value) not in self.ignore_values:  # ignored on purpose: nothing to report
+                        unnamed[int(value)] = unnamed.get(int(value), 0) + int(count)
         return LabelStats(class_pixels, unnamed)
 
     def close(self) -> None:
