@@ -198,6 +198,10 @@ def test_bad_inputs_show_messages_not_exceptions(dock, qtbot, tmp_path, model_fi
         raster_source(vector)
     panel.layer_combo.setLayer(vector)  # the chooser only offers rasters
     assert panel.layer_combo.currentLayer() is None
+    web = QgsRasterLayer("type=xyz&url=http://127.0.0.1:9/{z}/{x}/{y}.png&zmax=19", "tiles", "wms")
+    assert web.isValid()  # XYZ layers are valid without fetching anything
+    with pytest.raises(LayerError, match="web map"):
+        raster_source(web)
 
     layer = add_raster(write_sar(tmp_path / "sar.tif"))
     panel.layer_combo.setLayer(layer)

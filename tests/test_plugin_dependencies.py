@@ -141,3 +141,22 @@ def test_fix_commands_name_this_python_and_the_environment(tmp_path):
     notes = dependencies.activate(tmp_path / "env")
     assert notes and "has no" in notes[0]
     assert dependencies.site_packages(tmp_path).name == "site-packages"
+
+
+def test_setup_tab_saves_the_environment_and_checks_again(qgis_app, tmp_path):
+    from cwsam_qgis import settings
+    from cwsam_qgis.widgets.setup_panel import SetupPanel
+
+    panel = SetupPanel(None)
+    try:
+        panel.env_widget.setFilePath(str(tmp_path))  # not an environment: said so, nothing raised
+        report = panel.recheck()
+        assert settings.value(settings.PYTHON_ENV) == str(tmp_path)
+        assert report.environment == tmp_path and any("has no" in note for note in report.notes)
+        assert str(tmp_path) in panel.details.toPlainText()
+        panel.env_widget.setFilePath(str(REPO / ".venv"))
+        report = panel.recheck()
+        assert report.ok, report.details()
+        assert "all Python dependencies found" in panel.status_label.text()
+    finally:
+        settings.set_value(settings.PYTHON_ENV, "")

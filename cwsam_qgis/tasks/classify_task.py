@@ -114,6 +114,9 @@ class ClassifyTask(QgsTask):
         return self.outcome.result is not None
 
     def finished(self, result: bool) -> None:  # main thread
+        if not result and self.isCanceled() and self.outcome.result is None:
+            self.outcome.cancelled = True  # also when cancelled before run() started
+            self.request.source.cleanup()
         self.on_done(self.outcome)
 
 

@@ -3,6 +3,7 @@ and classify the layer (or the current map view) in a background task."""
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 from pathlib import Path
@@ -27,6 +28,14 @@ EXTENT_LAYER, EXTENT_VIEW = 0, 1
 SAMPLE_PIXELS = 65_536  # enough to detect the input scale; small enough to read at once
 
 
+@functools.lru_cache(maxsize=8)
+def _model_card(path: str, modified: float, size: int):
+    """The card of a model file, read once per version of the file (a model file holds all its tensors)."""
+    from cwsam_core.model_file import read_model_card
+
+    return read_model_card(path)
+
+
 def describe_fit(model_path: str, layer: Optional[QgsRasterLayer]) -> Tuple[str, List[str]]:
     """HTML lines "model expects / layer has" and the problems that would stop or mislead a run.
 
@@ -35,11 +44,12 @@ def describe_fit(model_path: str, layer: Optional[QgsRasterLayer]) -> Tuple[str,
     lines: List[str] = []
     problems: List[str] = []
     card = None
-    if model_path:
+    if model_path and not os.path.isfile(model_path):
+        problems.append(f"model file not found: {model_path}")
+    elif model_path:
         try:
-            from cwsam_core.model_file import read_model_card
-
-            card = read_model_card(model_path)
+            stat = os.stat(model_path)
+            card = _model_card(model_path, stat.st_mtime, stat.st_size)
             lines.append(
                 f"<b>Model expects</b>: bands {', '.join(card.bands)} in {card.input_scale}; "
                 f"{card.backbone}, tiles {card.tile_size} px; {len(card.classes)} classes"
@@ -266,9 +276,8 @@ class ClassifyPanel(QWidget):
             self._fail(str(exc))
             return None
         try:
-            from cwsam_core.model_file import read_model_card
-
-            self._classes = read_model_card(request.model).classes
+            stat = request.model.stat()
+            self._classes = _model_card(str(request.model), stat.st_mtime, stat.st_size).classes
         except Exception as exc:  # noqa: BLE001 - an unreadable model file is a message, not a traceback
             request.source.cleanup()
             self._fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
