@@ -273,7 +273,7 @@ def settings(args: argparse.Namespace) -> dict:
     """Everything that changes a fold's result (a cached fold is reused only when these match)."""
     return {"backbone": BACKBONE, "steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr": args.lr, "warmup": args.warmup, "val_fraction": args.val_fraction, "seed": args.seed,
-            "torch": str(torch.__version__)}
+            "threads": args.threads, "torch": str(torch.__version__)}
 
 
 def scores(confusion: np.ndarray) -> dict:
@@ -307,15 +307,18 @@ def run_fold(task: Task, fold: Fold, args: argparse.Namespace) -> dict:
                           ignore_values=task.ignore_values, device="cpu")
     eval_seconds = time.perf_counter() - started
     baseline = task.baseline(fold, task)
-    if int(baseline.sum()) != metrics.pixels:
-        # Both must score the same pixels; a difference means the engine's evaluation masks differently.
-        print(f"    WARNING: the baseline scored {int(baseline.sum()):,} pixels, the engine {metrics.pixels:,}")
+    # Both must score the same pixels: the same reference pixels per class, or the engine's evaluation
+    # masks differently from the labels as read here.
+    same_pixels = bool(np.array_equal(baseline.sum(axis=1), metrics.confusion.sum(axis=1)))
+    if not same_pixels:
+        print(f"    WARNING: reference pixels per class differ: baseline {baseline.sum(axis=1).tolist()}, "
+              f"engine {metrics.confusion.sum(axis=1).tolist()}")
     return {"fold": fold.name, "train": [s.name for s in fold.train], "test": [s.name for s in fold.test],
             "settings": settings(args), "train_seconds": train_seconds, "eval_seconds": eval_seconds,
             "final_loss": result.history[-1].train_loss if result.history else None,
             "loss_per_epoch": [r.train_loss for r in result.history],
             "ours": scores(metrics.confusion), "baseline": scores(baseline),
-            "same_pixels": int(baseline.sum()) == metrics.pixels}
+            "same_pixels": same_pixels}
 
 
 def fmt(value: Optional[float]) -> str:
