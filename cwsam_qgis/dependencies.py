@@ -166,8 +166,9 @@ def fix_commands(environment: Optional[Path] = None) -> List[str]:
         pip = target / ("Scripts" if os.name == "nt" else "bin") / "python"
         commands = [f"{python} -m venv --system-site-packages {target}",
                     f"{pip} -m pip install -r {requirements}"]
-    chosen = configured_environment()
-    if chosen is None or chosen != target:
+    configured = str(settings.value(settings.PYTHON_ENV) or "").strip()
+    found_by_default = not configured and target in candidate_environments()
+    if not found_by_default and (not configured or Path(configured).expanduser() != target):
         commands.append(f"then set the CWSAM Python environment (dock, Setup tab) to {target}")
     commands.append("and restart QGIS")
     return commands
