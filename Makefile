@@ -13,7 +13,7 @@ PYTEST_ARGS   ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup test test-slow bench bench-train clean apt-deps package install-plugin
+.PHONY: help setup test test-slow bench bench-train clean apt-deps package install-plugin demo demo-model
 
 # The QGIS profile that `make install-plugin` links the plugin into.
 QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
@@ -24,6 +24,8 @@ help:
 	@echo "make setup      install system packages (apt) and .venv with pinned dependencies"
 	@echo "make test       run the whole test suite headless (runs setup when needed)"
 	@echo "make test-slow  also run the opt-in slow tests (full-size SAM backbones)"
+	@echo "make demo       classify the bundled simulated scene with the bundled model, offline (out/demo/)"
+	@echo "make demo-model rebuild the bundled demo model and scene in resources/demo/ (about 15 min on a CPU)"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make package    build the installable plugin zip $(PLUGIN_ZIP)"
 	@echo "make install-plugin  link the plugin into the QGIS profile QGIS_PROFILE_DIR and enable it"
@@ -56,6 +58,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest --runslow $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py
+
+demo-model: $(STAMP)
+	nice $(PY) tools/make_demo_model.py
 
 bench: $(STAMP)
 	$(PY) bench/bench_model.py
