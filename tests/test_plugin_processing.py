@@ -21,8 +21,6 @@ def processing(qgis_app):
     """Processing initialised in this process, with the CWSAM provider registered."""
     if "/usr/share/qgis/python/plugins" not in sys.path:
         sys.path.append("/usr/share/qgis/python/plugins")
-    from qgis.analysis import QgsNativeAlgorithms  # noqa: F401 (native algorithms come with Processing)
-
     import processing as qgis_processing
     from processing.core.Processing import Processing
 
@@ -100,8 +98,6 @@ def test_classify_algorithm_gives_the_dock_output(processing, qtbot, tmp_path, m
 
 
 def test_classify_algorithm_extent_and_loaded_style(processing, tmp_path, model_file):
-    from processing.core.Processing import Processing  # noqa: F401
-
     image = write_sar(tmp_path / "sar.tif", height=90, width=110)
     # x 500100..500400, y 4599300..4599700 in the raster's CRS: 30 x 40 pixels.
     QgsProject.instance().clear()

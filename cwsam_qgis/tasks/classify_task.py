@@ -8,7 +8,7 @@ Python attributes and ``finished()``; layers are added there, never in ``run()``
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
