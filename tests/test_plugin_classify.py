@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -241,3 +242,26 @@ def test_offer_model_prefills_the_tab(dock, tmp_path, model_file):
     assert panel.model_widget.filePath() == str(model_file)
     assert panel.layer_combo.currentLayer() is layer
     assert "ready" in panel.status_label.text()
+
+
+def test_bands_option_picks_the_model_bands(dock, qtbot, tmp_path, model_file):
+    _, _, panel = dock
+    sar = write_sar(tmp_path / "sar.tif")
+    three = tmp_path / "three.tif"  # three bands, none described: which two are VV, VH is the user's call
+    with rasterio.open(sar) as src:
+        data = src.read()
+        with rasterio.open(three, "w", **(src.profile | {"count": 3})) as dst:
+            dst.write(np.concatenate([data, data[:1]]))
+    panel.layer_combo.setLayer(add_raster(three, "three bands"))
+    panel.model_widget.setFilePath(str(model_file))
+    panel.output_widget.setFilePath(str(tmp_path / "three_classes.tif"))
+    assert "in Bands" in panel.fit_label.text() and "--bands" not in panel.fit_label.text()
+    panel.bands_edit.setText("one,two")
+    assert panel.start() is None and "Bands takes" in panel.status_label.text()
+    panel.bands_edit.setText("1,2")
+    panel.update_fit()
+    assert "VV=band 1, VH=band 2" in panel.fit_label.text()
+    run_to_end(qtbot, panel)
+    assert panel.last_outcome.result is not None, panel.last_outcome.error
+    record = json.loads(panel.last_outcome.result.record.read_text())
+    assert record["parameters"]["band_indexes"] == [1, 2]

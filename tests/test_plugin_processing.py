@@ -145,9 +145,12 @@ def test_algorithms_refuse_bad_input_with_a_message(processing, tmp_path, model_
         processing.run("cwsam:classify", {"INPUT": str(image), "MODEL": str(model_file), "DEVICE": 1,
                                           "OUTPUT": str(tmp_path / "c.tif"),
                                           "EXTENT": "600000,600100,4500000,4500100 [EPSG:32633]"})
+    with pytest.raises(QgsProcessingException, match="Bands takes"):
+        processing.run("cwsam:classify", {"INPUT": str(image), "MODEL": str(model_file), "BANDS": "VV,VH",
+                                          "OUTPUT": str(tmp_path / "e.tif")})
     vector = tmp_path / "polygons.geojson"
     vector.write_text('{"type": "FeatureCollection", "features": []}')
     with pytest.raises(QgsProcessingException):
         processing.run("cwsam:classify", {"INPUT": str(vector), "MODEL": str(model_file),
                                           "OUTPUT": str(tmp_path / "d.tif")})
-    assert not any((tmp_path / n).exists() for n in ("a.tif", "b.tif", "c.tif", "d.tif"))
+    assert not any((tmp_path / n).exists() for n in ("a.tif", "b.tif", "c.tif", "d.tif", "e.tif"))

@@ -10,11 +10,11 @@ from qgis.core import (
     QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
     QgsProcessingOutputString, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
     QgsProcessingParameterExtent, QgsProcessingParameterFile, QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
 )
 
 from ..layers import LayerError, class_renderer, confidence_renderer, raster_source
-from ..tasks.classify_task import ClassifyRequest, area_summary, run_classification
+from ..tasks.classify_task import ClassifyRequest, area_summary, for_the_plugin, parse_bands, run_classification
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 INPUT_SCALES = ["auto", "db", "linear", "amplitude"]
@@ -53,6 +53,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
     INPUT_SCALE = "INPUT_SCALE"
+    BANDS = "BANDS"
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
     RECORD = "RECORD"
@@ -93,6 +94,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                                          4, minValue=1),
             QgsProcessingParameterEnum(self.DEVICE, "Device", DEVICES, defaultValue=0),
             QgsProcessingParameterEnum(self.INPUT_SCALE, "Input scale", INPUT_SCALES, defaultValue=0),
+            QgsProcessingParameterString(self.BANDS, "Bands, in the model's order (e.g. 1,2; default: by "
+                                         "description, else in order)", defaultValue="", optional=True),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -117,6 +120,10 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         if parameters.get(self.EXTENT):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
             bounds = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        try:
+            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context) or "")
+        except LayerError as exc:
+            raise QgsProcessingException(str(exc)) from None
         output = Path(self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
         confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) \
             if parameters.get(self.CONFIDENCE) else None
@@ -127,14 +134,14 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             input_scale=INPUT_SCALES[self.parameterAsEnum(parameters, self.INPUT_SCALE, context)],
-            confidence=Path(confidence) if confidence else None, bounds=bounds,
+            confidence=Path(confidence) if confidence else None, bounds=bounds, band_indexes=bands,
         )
         outcome = run_classification(request, lambda f, m: feedback.setProgress(100.0 * f), feedback.isCanceled,
                                      feedback=feedback)
         if outcome.result is None:
             if outcome.details:
                 feedback.reportError(outcome.details)
-            raise QgsProcessingException(outcome.error or "classification failed")
+            raise QgsProcessingException(for_the_plugin(outcome.error or "classification failed"))
         result = outcome.result
         from cwsam_core.model_file import read_model_card
 

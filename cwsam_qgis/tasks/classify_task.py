@@ -45,6 +45,22 @@ class ClassifyOutcome:
     cancelled: bool = False
 
 
+def parse_bands(text: str) -> Optional[List[int]]:
+    """"1,2" -> [1, 2]; "" -> None (bands found by description, else in order)."""
+    text = text.replace(" ", "").strip(",")
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part]
+    except ValueError:
+        raise LayerError(f"Bands takes 1-based band numbers separated by commas (e.g. 1,2), got {text!r}") from None
+
+
+def for_the_plugin(message: str) -> str:
+    """Engine messages name the command line's option; in the plugin it is the Bands field."""
+    return message.replace("with --bands", "in Bands").replace("--bands", "Bands")
+
+
 def expected_errors() -> tuple:
     """Engine exceptions whose message is meant for the user (imported late: they need torch)."""
     from cwsam_core.checkpoint import CheckpointError

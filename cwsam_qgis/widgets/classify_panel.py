@@ -15,13 +15,15 @@ from qgis.core import (
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
     QPushButton, QSpinBox, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from .. import messages, settings
 from ..layers import LayerError, add_classification, default_output, layer_file, raster_source
-from ..tasks.classify_task import ClassifyOutcome, ClassifyRequest, ClassifyTask, area_summary
+from ..tasks.classify_task import (
+    ClassifyOutcome, ClassifyRequest, ClassifyTask, area_summary, for_the_plugin, parse_bands,
+)
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 EXTENT_LAYER, EXTENT_VIEW = 0, 1
@@ -36,7 +38,8 @@ def _model_card(path: str, modified: float, size: int):
     return read_model_card(path)
 
 
-def describe_fit(model_path: str, layer: Optional[QgsRasterLayer]) -> Tuple[str, List[str]]:
+def describe_fit(model_path: str, layer: Optional[QgsRasterLayer],
+                 band_indexes: Optional[List[int]] = None) -> Tuple[str, List[str]]:
     """HTML lines "model expects / layer has" and the problems that would stop or mislead a run.
 
     Reads the model card and a small decimated sample of the layer's file (never the whole raster).
@@ -76,9 +79,9 @@ def describe_fit(model_path: str, layer: Optional[QgsRasterLayer]) -> Tuple[str,
                 return "<br>".join(lines), problems
             notes: List[str] = []
             try:
-                reader = SarReader(dataset, card.bands, card.input_scale, normalization=card.normalization or
-                                   {"mean": [0, 0, 0], "std": [1, 1, 1]}, sample_pixels=SAMPLE_PIXELS,
-                                   warn=notes.append)
+                reader = SarReader(dataset, card.bands, card.input_scale, band_indexes=band_indexes,
+                                   normalization=card.normalization or {"mean": [0, 0, 0], "std": [1, 1, 1]},
+                                   sample_pixels=SAMPLE_PIXELS, warn=notes.append)
                 lines.append(has + f"; values look like <b>{reader.source_scale}</b>; bands used: "
                              + ", ".join(f"{n}=band {i}" for n, i in zip(card.bands, reader.band_indexes)))
                 if reader.source_scale != card.input_scale:
@@ -86,7 +89,7 @@ def describe_fit(model_path: str, layer: Optional[QgsRasterLayer]) -> Tuple[str,
                                  f"to {card.input_scale}.</span>")
             except RadiometryError as exc:
                 lines.append(has)
-                problems.append(str(exc))
+                problems.append(for_the_plugin(str(exc)))
     except Exception as exc:  # noqa: BLE001
         problems.append(f"cannot read {path.name}: {exc}")
     return "<br>".join(lines), problems
@@ -143,6 +146,9 @@ class ClassifyPanel(QWidget):
         self.output_widget.setFilter("GeoTIFF (*.tif)")
         self.output_widget.lineEdit().setPlaceholderText("[beside the project, or a temporary folder]")
         self.confidence_check = QCheckBox("Also add the confidence layer (%)", self)
+        self.bands_edit = QLineEdit(self)
+        self.bands_edit.setPlaceholderText("[by band description, else in order]")
+        self.bands_edit.setToolTip("1-based raster bands to use, in the model's band order (e.g. 1,2)")
 
         self.run_button = QPushButton("Classify SAR layer", self)
         self.cancel_button = QPushButton("Cancel", self)
@@ -162,6 +168,7 @@ class ClassifyPanel(QWidget):
         form.addRow(self.fit_label)
         options = QGroupBox("Options", self)
         form = QFormLayout(options)
+        form.addRow("Bands", self.bands_edit)
         form.addRow("Extent", self.extent_combo)
         form.addRow("Tile size", self.tile_spin)
         form.addRow("Overlap", self.overlap_spin)
@@ -182,6 +189,7 @@ class ClassifyPanel(QWidget):
 
         self.layer_combo.layerChanged.connect(lambda _layer: self.update_fit())
         self.model_widget.fileChanged.connect(lambda _path: self.update_fit())
+        self.bands_edit.editingFinished.connect(self.update_fit)
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -208,7 +216,14 @@ class ClassifyPanel(QWidget):
 
     def update_fit(self) -> List[str]:
         """Refresh the "model expects / layer has" readout; returns the problems found."""
-        text, problems = describe_fit(self.model_widget.filePath().strip(), self.layer_combo.currentLayer())
+        try:
+            bands = parse_bands(self.bands_edit.text())
+        except LayerError as exc:
+            bands, problems = None, [str(exc)]
+        else:
+            problems = []
+        text, found = describe_fit(self.model_widget.filePath().strip(), self.layer_combo.currentLayer(), bands)
+        problems += found
         if problems:
             text += "".join(f"<br><span style='color:#c0392b'>&#9888; {html.escape(p)}</span>" for p in problems)
         self.fit_label.setText(text or "Choose a SAR raster layer and a CWSAM model file.")
@@ -243,7 +258,7 @@ class ClassifyPanel(QWidget):
             batch_size=self.batch_spin.value(), device=self.device_combo.currentText(),
             confidence=output_path.with_name(output_path.stem + "_confidence.tif")
             if self.confidence_check.isChecked() else None,
-            bounds=bounds,
+            bounds=bounds, band_indexes=parse_bands(self.bands_edit.text()),
         )
 
     def view_bounds(self, layer: QgsRasterLayer) -> Tuple[float, float, float, float]:
@@ -316,7 +331,7 @@ class ClassifyPanel(QWidget):
             messages.info(self.iface, "classification cancelled; nothing was written")
             return
         if outcome.result is None:
-            self._fail(outcome.error or "classification failed", outcome.details)
+            self._fail(for_the_plugin(outcome.error or "classification failed"), outcome.details)
             return
         result = outcome.result
         try:
