@@ -265,3 +265,28 @@ def test_bands_option_picks_the_model_bands(dock, qtbot, tmp_path, model_file):
     assert panel.last_outcome.result is not None, panel.last_outcome.error
     record = json.loads(panel.last_outcome.result.record.read_text())
     assert record["parameters"]["band_indexes"] == [1, 2]
+
+
+def test_unloading_during_a_run_cancels_it_quietly(qgis_app, qtbot, tmp_path, model_file):
+    import cwsam_qgis
+    from qgis.core import QgsApplication
+
+    QgsProject.instance().clear()
+    iface = HeadlessInterface()
+    plugin = cwsam_qgis.classFactory(iface)
+    plugin.initGui()
+    plugin.show_dock(True)
+    panel = plugin.dock.classify_panel
+    layer = add_raster(write_sar(tmp_path / "big.tif", height=400, width=400))
+    panel.layer_combo.setLayer(layer)
+    panel.model_widget.setFilePath(str(model_file))
+    panel.output_widget.setFilePath(str(tmp_path / "classes.tif"))
+    panel.tile_spin.setValue(32)
+    panel.batch_spin.setValue(1)
+    task = panel.start()
+    assert task is not None
+    plugin.unload()  # the dock and its panel go away while the task runs
+    qtbot.waitUntil(lambda: not QgsApplication.taskManager().activeTasks(), timeout=TIMEOUT_MS)
+    assert not (tmp_path / "classes.tif").exists()
+    assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()] == ["sar"]
+    QgsProject.instance().clear()

@@ -28,6 +28,7 @@ from ..tasks.classify_task import (
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 EXTENT_LAYER, EXTENT_VIEW = 0, 1
 SAMPLE_PIXELS = 65_536  # enough to detect the input scale; small enough to read at once
+_DETACHED: set = set()  # tasks still running after their panel was shut down
 
 
 @functools.lru_cache(maxsize=8)
@@ -372,6 +373,9 @@ class ClassifyPanel(QWidget):
         self.update_fit()
 
     def shutdown(self) -> None:
-        """Cancel a running task (the plugin is unloading)."""
-        if self.task is not None:
-            self.task.cancel()
+        """Cancel a running task (the plugin is unloading): it ends without this panel, which may be gone."""
+        task, self.task = self.task, None
+        if task is not None:
+            _DETACHED.add(task)  # held until it finishes (a task Python drops never finishes)
+            task.on_done = lambda _outcome: _DETACHED.discard(task)
+            task.cancel()
