@@ -235,8 +235,9 @@ def _read_on_grid(path: Path | str, image: rasterio.io.DatasetReader, shape: Tup
             )
         else:
             transform = image.transform * Affine.scale(image.width / shape[1], image.height / shape[0])
+            # Without a nodata value, an alpha band marks what lies outside the source as masked.
             with WarpedVRT(source, crs=image.crs, transform=transform, width=shape[1], height=shape[0],
-                           resampling=Resampling.nearest) as warped:
+                           resampling=Resampling.nearest, add_alpha=source.nodata is None) as warped:
                 values = warped.read(1, masked=True)
     out = np.asarray(values.filled(0), dtype=np.float64)
     out = np.where(np.ma.getmaskarray(values) | ~np.isfinite(out), -1, out)

@@ -124,6 +124,21 @@ def test_large_rasters_are_decimated_and_a_coarser_reference_is_read_onto_the_im
             assert shares.get(colour, 0.0) == pytest.approx(share, abs=0.04), (name, colour)
 
 
+def test_a_reference_covering_part_of_the_image_leaves_the_rest_grey(tmp_path):
+    sar = write_sar(tmp_path / "sar.tif", 60, 60)
+    classes = write_classes(tmp_path / "classes.tif", class_values(60, 60))
+    # 20 m pixels over the western half only, no nodata value: outside must not read as class 0.
+    with rasterio.open(tmp_path / "half.tif", "w", driver="GTiff", height=30, width=15, count=1, dtype="uint8",
+                       crs=CRS, transform=from_origin(500000, 4600000, 20.0, 20.0)) as dst:
+        dst.write(np.full((1, 30, 15), 7, dtype=np.uint8))
+    result = write_quicklook(sar, classes, tmp_path / "half.png", CLASSES, reference_path=tmp_path / "half.tif",
+                             panel_size=60)
+    left, top, right, bottom = result.panels["reference"]
+    panel = np.round(imread(result.path)[top:bottom, left:right, :3] * 255).astype(np.uint8)
+    urban, grey = hex_to_rgba(CLASSES[2].color)[:3], tuple(int(round(v * 255)) for v in NODATA_RGB)
+    assert (panel[2:-2, 2:28] == urban).all() and (panel[2:-2, 32:-2] == grey).all()
+
+
 def test_bad_inputs_give_one_clear_error_and_no_png(tmp_path):
     sar = write_sar(tmp_path / "sar.tif", 32, 32)
     classes = write_classes(tmp_path / "classes.tif", class_values(32, 32))
