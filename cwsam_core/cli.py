@@ -157,6 +157,19 @@ def _classes_from_data(sources, ignore_values) -> list:
     return [ClassInfo(v, f"class {v}", default_color(i)) for i, v in enumerate(values)]
 
 
+def _parse_weights(text: Optional[str], num_classes: int) -> Optional[list[float]]:
+    if not text:
+        return None
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise CliError(f"--class-weights takes numbers separated by commas, got {text!r}") from None
+    if len(weights) != num_classes or min(weights) < 0 or max(weights) <= 0:
+        raise CliError(f"--class-weights needs {num_classes} non-negative numbers (one per class, not all 0), "
+                       f"got {text!r}")
+    return weights
+
+
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -174,7 +187,8 @@ def _train(args: argparse.Namespace) -> int:
             tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")],
             ignore_values=args.ignore_value or [], epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
             batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, device=args.device,
-            seed=args.seed, dice_weight=args.dice, gradient_checkpointing=args.gradient_checkpointing,
+            seed=args.seed, dice_weight=args.dice, class_weights=_parse_weights(args.class_weights, len(classes)),
+            gradient_checkpointing=args.gradient_checkpointing,
         )
         total = (args.epochs) * args.steps_per_epoch
         # Under torchrun only rank 0 reports.
@@ -226,6 +240,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of blocks held out for validation")
+    parser.add_argument("--class-weights", help="loss weight per class, in class order, e.g. 1,4 "
+                        "(default: inverse square root of the training labels' class frequencies)")
     parser.add_argument("--dice", type=float, default=0.0, help="weight of a Dice term added to cross-entropy")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more compute")
     parser.add_argument("--device", default="auto")

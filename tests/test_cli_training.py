@@ -58,6 +58,9 @@ def test_train_errors_are_one_line(tmp_path, scene):
     bad = cwsam("train", "--image", image, "--labels", labels, "--backbone", "vit_nano", "--classes", "x",
                 "--output", tmp_path / "m.pt", "--quiet")
     assert bad.returncode == 2 and "VALUE:NAME" in bad.stderr
+    bad = cwsam("train", "--image", image, "--labels", labels, "--backbone", "vit_nano", "--classes", "0:a,1:b",
+                "--class-weights", "1", "--output", tmp_path / "m.pt", "--quiet")
+    assert bad.returncode == 2 and "--class-weights needs 2 non-negative numbers" in bad.stderr
     bad = cwsam("train", "--backbone", "vit_nano", "--output", tmp_path / "m.pt")
     assert bad.returncode == 2 and "--pairs" in bad.stderr
 
