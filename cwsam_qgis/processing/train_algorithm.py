@@ -32,8 +32,12 @@ DEFAULT_BACKBONE = "vit_tiny"
 
 
 def _backbone_names() -> list:
-    from cwsam_core.build import BACKBONES
-
+    """The backbone registry needs no torch; without cwsam_core at all only the default is offered (the
+    algorithm then reports the missing dependencies when run)."""
+    try:
+        from cwsam_core.backbones import BACKBONES
+    except ImportError:
+        return [DEFAULT_BACKBONE]
     return list(BACKBONES)
 
 

@@ -58,7 +58,7 @@ TESTS_ONLY = ("vit_nano",)
 def _backbones() -> dict:
     """cwsam_core's backbone registry, or {} when the engine cannot be imported (the plugin still loads)."""
     try:
-        from cwsam_core.build import BACKBONES
+        from cwsam_core.backbones import BACKBONES
     except Exception:  # noqa: BLE001 - a missing or broken torch install: the panel says so instead
         return {}
     return dict(BACKBONES)
