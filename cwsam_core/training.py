@@ -389,6 +389,8 @@ def train(
             record = EpochRecord(epoch + 1, float(loss_sum[0] / loss_sum[1]), metrics.miou, metrics.overall_accuracy,
                                  scheduler.get_last_lr()[0], time.perf_counter() - started)
             history.append(record)
+            if epoch == start_epoch:
+                _warn_about_validation(metrics, config.classes)
             improved = not math.isnan(metrics.miou) and metrics.miou > best_miou
             if improved:
                 best_miou, best_epoch = metrics.miou, epoch + 1
@@ -412,6 +414,18 @@ def train(
         for s in opened:
             s.close()
         context.close()
+
+
+def _warn_about_validation(metrics: SegmentationMetrics, classes: Sequence[ClassInfo]) -> None:
+    """Say when the validation part lacks classes: its mIoU then covers only those it holds."""
+    present = metrics.confusion.sum(axis=1) > 0
+    if metrics.pixels == 0:
+        LOG.warning("the validation part holds no labelled pixels: the model of the last epoch is kept; label more "
+                    "areas or raise the validation fraction")
+    elif not present.all():
+        missing = ", ".join(c.name for c, p in zip(classes, present) if not p)
+        LOG.warning("the validation part holds no labelled pixels of: %s; its mIoU covers the other classes only. "
+                    "Label more areas of those classes or raise the validation fraction", missing)
 
 
 def _log_label_notes(source: _Source) -> None:
