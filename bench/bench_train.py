@@ -285,7 +285,7 @@ def scores(confusion: np.ndarray) -> dict:
 
 def run_fold(task: Task, fold: Fold, args: argparse.Namespace) -> dict:
     """Train on the fold's training files, evaluate on its test files, and score the baseline there."""
-    folder = OUT / "bench_train" / task.name / fold.name
+    folder = args.json.with_suffix("") / task.name / fold.name
     folder.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(
         backbone=BACKBONE, classes=task.classes, output=folder / "model.cwsam.pt", bands=task.bands,
@@ -374,8 +374,10 @@ def main() -> None:
                         help="torch CPU threads (default 1: on a shared machine more threads stall each other)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
                         help="folder holding sen1floods11_s1hand/ and polsf_sf_airsar/ (default ../shared/data)")
+    parser.add_argument("--json", type=Path, default=RESULTS,
+                        help="results file (default bench/out/bench_train.json; the models go to its name without .json)")
     parser.add_argument("--reuse", action="store_true",
-                        help="reuse folds already in bench/out/bench_train.json that ran with the same settings")
+                        help="reuse folds already in the results file that ran with the same settings")
     args = parser.parse_args()
     if args.steps < 1 or args.epochs < 1 or args.steps % args.epochs:
         parser.error(f"--steps ({args.steps}) must be a positive multiple of --epochs ({args.epochs})")
@@ -401,7 +403,7 @@ def main() -> None:
     if wanted and wanted - known:
         parser.error(f"unknown fold(s) {', '.join(sorted(wanted - known))}; choose from {', '.join(sorted(known))}")
 
-    cached = json.loads(RESULTS.read_text()) if args.reuse and RESULTS.is_file() else {}
+    cached = json.loads(args.json.read_text()) if args.reuse and args.json.is_file() else {}
     results = {"command": command, "machine": info, "settings": settings(args), "datasets": {}}
     started = time.perf_counter()
     for name in chosen:
@@ -412,7 +414,7 @@ def main() -> None:
             if wanted and fold.name not in wanted:
                 continue
             if fold.name in previous and previous[fold.name]["settings"] == settings(args):
-                print(f"[{name}] {fold.name}: reused from {RESULTS.name}", flush=True)
+                print(f"[{name}] {fold.name}: reused from {args.json.name}", flush=True)
                 rows.append(previous[fold.name])
                 continue
             print(f"[{name}] {fold.name}: train on {', '.join(s.name for s in fold.train)}; "
@@ -424,8 +426,8 @@ def main() -> None:
                   f"evaluate {r['eval_seconds']:.0f} s)", flush=True)
             results["datasets"][name] = {"baseline": task.baseline_name, "classes": [c.name for c in task.classes],
                                          "folds": rows}
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(results, indent=2))
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2))
         if not rows:
             continue
         pooled = {"fold": "pooled", "test": [t for r in rows for t in r["test"]],
@@ -439,9 +441,9 @@ def main() -> None:
         else:
             print_polsf(rows, pooled, task.classes)
     results["wall_seconds"] = time.perf_counter() - started
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
-    print(f"\nwall time {results['wall_seconds'] / 60:.1f} min; results in {os.path.relpath(RESULTS, Path.cwd())}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"\nwall time {results['wall_seconds'] / 60:.1f} min; results in {os.path.relpath(args.json, Path.cwd())}")
 
 
 if __name__ == "__main__":
