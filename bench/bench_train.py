@@ -26,7 +26,7 @@ describe the Pauli channels; the PNGs carry no band descriptions, so bands are t
 No model selection on held-out data: by default nothing is held out for validation
 (``--val-fraction 0``: a 512-pixel chip is a single 2-tile block, and a whole file of 4 to 8 is
 too much to give up), so each fold keeps its last weights. Seeds are fixed; the results go to
-``bench/out/bench_train.json`` (written after each fold) and the models to ``bench/out/bench_train/``.
+``bench/out/bench_train.json`` (``--json``; written after each fold) and the models to ``bench/out/bench_train/``.
 """
 
 from __future__ import annotations
