@@ -14,8 +14,9 @@ It writes, in ``resources/demo/``:
 * ``reference.tif``: its labels (uint8, the simulator's class values, colour table).
 
 The training scenes and the float32 training outputs (log, resumable state) go to ``--work-dir``
-(default ``out/demo-model/``, not committed). Same arguments, same torch build and thread count: the
-same model.
+(default ``out/demo-model/``, not committed). The scenes are bit-identical for the same seeds; the
+training is seeded (weights, window draws), so the same arguments, torch build, thread count and CPU
+give the same model, and another CPU one that differs by floating-point rounding.
 """
 
 from __future__ import annotations
