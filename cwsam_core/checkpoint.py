@@ -84,12 +84,16 @@ def atomic_torch_save(payload: dict, path: Path) -> None:
     previous file stays intact if saving fails (a full disk, a kill)."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600 files; a model file is as shareable as any other
     try:
         torch.save(payload, temporary)
         os.replace(temporary, path)
     except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
-        if isinstance(exc, OSError) or isinstance(exc.__cause__, OSError) or "write" in str(exc).lower():
+        # torch's zip writer reports a failed write as a RuntimeError ("file write failed", "iostream error").
+        if isinstance(exc, (OSError, RuntimeError)):
             raise CheckpointWriteError(
                 f"could not write {path} ({exc}); "
                 + ("the previous file there is intact. " if path.exists() else "")

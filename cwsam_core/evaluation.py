@@ -31,7 +31,6 @@ def evaluate(
     no class of the model names, ``ignore_values``, label nodata and image nodata (written as nodata
     by the classifier) are left out."""
     card = read_model_card(model_path)
-    lookup = {c.value: i for i, c in enumerate(card.classes)}
     num = len(card.classes)
     confusion = np.zeros((num, num), dtype=np.int64)
     with tempfile.TemporaryDirectory(prefix="cwsam-eval-") as folder:
@@ -40,18 +39,29 @@ def evaluate(
             classify_file(image, output, model_path, sam_checkpoint=sam_checkpoint, device=device,
                           progress=None if progress is None else
                           (lambda f, m, i=index: progress((i + f) / len(pairs), f"image {i + 1}: {m}")))
-            with rasterio.open(image) as img, rasterio.open(output) as classes:
-                reference = RasterLabels(labels, img, card.classes, ignore_values)
-                try:
-                    for row in range(0, img.height, 1024):
-                        window = Window(0, row, img.width, min(1024, img.height - row))
-                        target = reference.read(window)
-                        predicted_values = classes.read(1, window=window)
-                        predicted = np.zeros(predicted_values.shape, dtype=np.int64)
-                        for value, class_index in lookup.items():
-                            predicted[predicted_values == value] = class_index
-                        ignore = (target == IGNORE_INDEX) | (predicted_values == CLASS_NODATA)
-                        confusion += confusion_matrix(target, predicted, num, ignore=ignore)
-                finally:
-                    reference.close()
+            confusion += class_raster_confusion(output, image, labels, card, ignore_values)
     return metrics_from_confusion(confusion), card
+
+
+def class_raster_confusion(class_path: Path | str, image_path: Path | str, labels_path: Path | str, card: ModelCard,
+                           ignore_values: Sequence[int] = (), rows: int = 1024) -> np.ndarray:
+    """N x N confusion of a written class raster against labels read onto the image's grid, in strips of
+    ``rows`` rows (memory does not follow the raster size). Unlabelled and nodata pixels are left out."""
+    lookup = {c.value: i for i, c in enumerate(card.classes)}
+    num = len(card.classes)
+    confusion = np.zeros((num, num), dtype=np.int64)
+    with rasterio.open(image_path) as image, rasterio.open(class_path) as classes:
+        reference = RasterLabels(labels_path, image, card.classes, ignore_values)
+        try:
+            for row in range(0, image.height, rows):
+                window = Window(0, row, image.width, min(rows, image.height - row))
+                target = reference.read(window)
+                values = classes.read(1, window=window)
+                predicted = np.zeros(values.shape, dtype=np.int64)
+                for value, index in lookup.items():
+                    predicted[values == value] = index
+                ignore = (target == IGNORE_INDEX) | (values == CLASS_NODATA)
+                confusion += confusion_matrix(target, predicted, num, ignore=ignore)
+        finally:
+            reference.close()
+    return confusion

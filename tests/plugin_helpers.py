@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,46 @@ def write_model(path: Path, input_size: int = 64, seed: int = 0) -> Path:
     card = ModelCard(backbone="vit_nano", input_size=input_size, classes=list(CLASSES), bands=["VV", "VH"],
                      input_scale="db", normalization=dict(NORMALIZATION))
     return save_model_file(path, model, card)
+
+
+@contextmanager
+def cwsam_processing():
+    """Processing initialised in this process with the CWSAM provider registered; yields the ``processing``
+    module and removes the provider afterwards if it was added here."""
+    import sys
+
+    from qgis.core import QgsApplication
+
+    if "/usr/share/qgis/python/plugins" not in sys.path:
+        sys.path.append("/usr/share/qgis/python/plugins")
+    import processing
+    from processing.core.Processing import Processing
+
+    from cwsam_qgis.processing.provider import CwsamProvider
+
+    Processing.initialize()
+    registry = QgsApplication.processingRegistry()
+    provider = None
+    if registry.providerById("cwsam") is None:
+        provider = CwsamProvider()
+        registry.addProvider(provider)
+    try:
+        yield processing
+    finally:
+        if provider is not None:
+            registry.removeProvider(provider)
+
+
+def load_plugin():
+    """The plugin loaded through ``classFactory`` into a fresh headless interface, its dock shown, the
+    project emptied first. Returns (iface, plugin)."""
+    import cwsam_qgis
+    from qgis.core import QgsProject
+    from qgis_interface import HeadlessInterface
+
+    QgsProject.instance().clear()
+    iface = HeadlessInterface()
+    plugin = cwsam_qgis.classFactory(iface)
+    plugin.initGui()
+    plugin.show_dock(True)
+    return iface, plugin

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from plugin_helpers import CLASSES, write_model, write_sar
+from plugin_helpers import CLASSES, load_plugin, write_model, write_sar
 from qgis.core import (
     QgsCoordinateReferenceSystem, QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer,
 )
@@ -268,14 +268,9 @@ def test_bands_option_picks_the_model_bands(dock, qtbot, tmp_path, model_file):
 
 
 def test_unloading_during_a_run_cancels_it_quietly(qgis_app, qtbot, tmp_path, model_file):
-    import cwsam_qgis
     from qgis.core import QgsApplication
 
-    QgsProject.instance().clear()
-    iface = HeadlessInterface()
-    plugin = cwsam_qgis.classFactory(iface)
-    plugin.initGui()
-    plugin.show_dock(True)
+    iface, plugin = load_plugin()
     panel = plugin.dock.classify_panel
     layer = add_raster(write_sar(tmp_path / "big.tif", height=400, width=400))
     panel.layer_combo.setLayer(layer)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from plugin_helpers import CLASSES, write_labels, write_model, write_sar
+from plugin_helpers import CLASSES, cwsam_processing, load_plugin, write_labels, write_model, write_sar
 from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProcessingException, QgsProject, QgsRasterLayer
-from qgis_interface import HeadlessInterface
 
 TIMEOUT_MS = 30_000
 
@@ -19,22 +17,8 @@ TIMEOUT_MS = 30_000
 @pytest.fixture(scope="module")
 def processing(qgis_app):
     """Processing initialised in this process, with the CWSAM provider registered."""
-    if "/usr/share/qgis/python/plugins" not in sys.path:
-        sys.path.append("/usr/share/qgis/python/plugins")
-    import processing as qgis_processing
-    from processing.core.Processing import Processing
-
-    Processing.initialize()
-    from cwsam_qgis.processing.provider import CwsamProvider
-
-    registry = QgsApplication.processingRegistry()
-    provider = None
-    if registry.providerById("cwsam") is None:
-        provider = CwsamProvider()
-        registry.addProvider(provider)
-    yield qgis_processing
-    if provider is not None:
-        registry.removeProvider(provider)
+    with cwsam_processing() as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +49,7 @@ def test_classify_algorithm_gives_the_dock_output(processing, qtbot, tmp_path, m
     assert set(summary) <= {c.name for c in CLASSES}
 
     # The same raster through the dock.
-    import cwsam_qgis
-
-    QgsProject.instance().clear()
-    iface = HeadlessInterface()
-    plugin = cwsam_qgis.classFactory(iface)
-    plugin.initGui()
-    plugin.show_dock(True)
+    iface, plugin = load_plugin()
     panel = plugin.dock.classify_panel
     try:
         layer = QgsRasterLayer(str(image), "sar")

@@ -6,14 +6,12 @@ training polygons are a memory layer in EPSG:3857, so the export and the reproje
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
@@ -255,19 +253,8 @@ def test_only_polygon_layers_are_offered_and_classes_follow_the_field(panel, pro
 
 
 def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layers, tmp_path):
-    if "/usr/share/qgis/python/plugins" not in sys.path:
-        sys.path.append("/usr/share/qgis/python/plugins")
-    import processing
-    from processing.core.Processing import Processing
+    from plugin_helpers import cwsam_processing
 
-    from cwsam_qgis.processing.provider import CwsamProvider
-
-    Processing.initialize()
-    registry = QgsApplication.processingRegistry()
-    provider = None
-    if registry.providerById("cwsam") is None:
-        provider = CwsamProvider()
-        registry.addProvider(provider)
     raster, polygons = project_layers
     # One more polygon, of a class left out of the class list: ignored, with a warning in the feedback.
     marsh = QgsFeature(polygons.fields())
@@ -285,7 +272,7 @@ def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layer
 
     feedback = Feedback()
     output = tmp_path / "processing.cwsam.pt"
-    try:
+    with cwsam_processing() as processing:
         result = processing.run("cwsam:train", {
             "INPUT": raster, "POLYGONS": polygons, "CLASS_FIELD": "name", "CLASSES": "0:urban,1:water:#0000ff",
             "BACKBONE": "vit_nano", "EPOCHS": 2, "STEPS_PER_EPOCH": 6, "BATCH_SIZE": 4, "LEARNING_RATE": 3e-2,
@@ -295,9 +282,6 @@ def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layer
         with pytest.raises(QgsProcessingException, match="overlaps the raster"):
             processing.run("cwsam:train", {"INPUT": raster, "POLYGONS": polygon_layer(offset_deg=1.0),
                                            "CLASS_FIELD": "cls", "OUTPUT": str(tmp_path / "none.cwsam.pt")})
-    finally:
-        if provider is not None:
-            registry.removeProvider(provider)
     assert not (tmp_path / "none.cwsam.pt").exists()
     assert Path(result["OUTPUT"]) == output and output.is_file()
     assert 0 <= result["BEST_MIOU"] <= 1 and result["BEST_EPOCH"] in (1, 2)

@@ -25,17 +25,15 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import rasterio
-from rasterio.windows import Window
 
 from cwsam_core.checkpoint import CheckpointError
-from cwsam_core.datasets import RasterLabels, TrainingDataError
+from cwsam_core.datasets import TrainingDataError
+from cwsam_core.evaluation import class_raster_confusion
 from cwsam_core.inference import ClassificationError, ClassificationResult, classify_file
-from cwsam_core.losses import IGNORE_INDEX
-from cwsam_core.metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
+from cwsam_core.metrics import SegmentationMetrics, metrics_from_confusion
 from cwsam_core.model_file import ModelCard, ModelFileError, read_model_card
 from cwsam_core.quicklook import QuicklookError, write_quicklook
 from cwsam_core.radiometry import RadiometryError
-from cwsam_core.raster_output import CLASS_NODATA
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = {"model": "model.cwsam.pt", "scene": "scene.tif", "reference": "reference.tif"}
@@ -72,24 +70,7 @@ def score_against_reference(class_path: Path, image_path: Path, reference_path: 
     One confusion matrix over every pixel that has a reference label and a class; rows are read in
     strips of 1024 so memory does not follow the raster size.
     """
-    lookup = {c.value: i for i, c in enumerate(card.classes)}
-    num = len(card.classes)
-    confusion = np.zeros((num, num), dtype=np.int64)
-    with rasterio.open(image_path) as image, rasterio.open(class_path) as classes:
-        reference = RasterLabels(reference_path, image, card.classes)
-        try:
-            for row in range(0, image.height, 1024):
-                window = Window(0, row, image.width, min(1024, image.height - row))
-                target = reference.read(window)
-                values = classes.read(1, window=window)
-                predicted = np.zeros(values.shape, dtype=np.int64)
-                for value, index in lookup.items():
-                    predicted[values == value] = index
-                ignore = (target == IGNORE_INDEX) | (values == CLASS_NODATA)
-                confusion += confusion_matrix(target, predicted, num, ignore=ignore)
-        finally:
-            reference.close()
-    return metrics_from_confusion(confusion)
+    return metrics_from_confusion(class_raster_confusion(class_path, image_path, reference_path, card))
 
 
 def run(resources: Path, output_dir: Path, device: str = "auto", threads: Optional[int] = None,
