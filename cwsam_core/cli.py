@@ -186,8 +186,8 @@ def _train(args: argparse.Namespace) -> int:
             backbone=args.backbone, classes=classes, output=Path(args.output), sam_checkpoint=args.sam_checkpoint,
             tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")],
             ignore_values=args.ignore_value or [], epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-            batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, device=args.device,
-            seed=args.seed, dice_weight=args.dice, class_weights=_parse_weights(args.class_weights, len(classes)),
+            batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, val_fraction=args.val_fraction,
+            device=args.device, seed=args.seed, dice_weight=args.dice, class_weights=_parse_weights(args.class_weights, len(classes)),
             gradient_checkpointing=args.gradient_checkpointing,
         )
         total = (args.epochs) * args.steps_per_epoch
@@ -232,12 +232,14 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", required=True, help="vit_b, vit_l, vit_h (with --sam-checkpoint) or vit_tiny")
     parser.add_argument("--sam-checkpoint", help="official SAM checkpoint of the backbone")
     parser.add_argument("--classes", help='VALUE:NAME[:#RRGGBB],... or a CSV/JSON file; unnamed values are ignored')
-    parser.add_argument("--ignore-value", type=int, action="append", help="label value to ignore (repeatable)")
+    parser.add_argument("--ignore-value", type=int, nargs="+", action="extend", metavar="V",
+                        help="label values to ignore, e.g. --ignore-value -1 255 (also repeatable)")
     parser.add_argument("--band-names", default="VV,VH", help="bands the model expects, in order (default VV,VH)")
     parser.add_argument("--tile-size", type=int, help="input size S, a multiple of 16 (default: the backbone's)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps-per-epoch", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per step (per process under torchrun)")
+    parser.add_argument("--accumulate", type=int, default=1, help="batches whose gradients add up to one step")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of blocks held out for validation")
     parser.add_argument("--class-weights", help="loss weight per class, in class order, e.g. 1,4 "
@@ -290,7 +292,8 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image")
     parser.add_argument("--labels")
     parser.add_argument("--pairs")
-    parser.add_argument("--ignore-value", type=int, action="append")
+    parser.add_argument("--ignore-value", type=int, nargs="+", action="extend", metavar="V",
+                        help="label values to ignore (e.g. -1 255)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=_evaluate)

@@ -306,6 +306,9 @@ def train(
         raise TrainingDataError("at least two classes are needed to train a classifier")
     if not sources:
         raise TrainingDataError("no training data given")
+    for name in ("epochs", "steps_per_epoch", "batch_size", "accumulate"):
+        if int(getattr(config, name)) < 1:
+            raise TrainingDataError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(config, name)}")
     context = setup_distributed(config.device)
     if not context.is_main:
         progress = None

@@ -79,6 +79,8 @@ def test_bad_training_input(tmp_path, scene):
     only_water = [CLASSES[0], ClassInfo(200, "absent", "#000000")]
     with pytest.raises(TrainingDataError, match="at least two classes need labelled pixels"):
         train([scene], config(tmp_path, classes=only_water))
+    with pytest.raises(TrainingDataError, match="accumulate must be at least 1"):
+        train([scene], config(tmp_path, accumulate=0))
     with pytest.raises(TrainingDataError, match="no training state"):
         train([scene], config(tmp_path), resume=True)
     assert not (tmp_path / "model.cwsam.pt").exists()
