@@ -69,3 +69,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real SAR data not found at {SHARED_DATA} (a fresh clone has no ../shared)")
     return SHARED_DATA
+
+
+_EXIT_STATUS = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _EXIT_STATUS
+    _EXIT_STATUS = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without Python's interpreter teardown once pytest has reported everything.
+
+    With the QgsApplication never exited (see above), finalisation destroys the remaining Qt and QGIS
+    objects (docks, canvases, Processing providers) in an arbitrary order, and that crashed once with
+    every test passed (make: Segmentation fault). The exit status stays pytest's own.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS)
