@@ -120,6 +120,7 @@ def test_packaged_zip_loads_from_an_extracted_copy(tmp_path):
             assert needed in names
         assert not any("__pycache__" in name for name in names)
         assert "pytest" not in zipped.read("cwsam_qgis/requirements.txt").decode()
+        assert not [n for n in names if "/resources/demo/" in n]  # the 13 MB demo stays in the repository
         plugins = tmp_path / "plugins"
         zipped.extractall(plugins)
     out = run_plugin(tmp_path, plugins, str(REPO / ".venv"))

@@ -70,6 +70,8 @@ def build(output: Path) -> Path:
         for path, name in _resolved_tree(REPO / "cwsam_qgis", TOP):
             if name.startswith(f"{TOP}/libs/"):
                 continue  # a stale copy from an earlier layout never travels
+            if name.startswith(f"{TOP}/resources/demo/"):
+                continue  # the demo scene and model belong to the repository's `make demo`, not the plugin
             archive.write(path, name)
         for path, name in _tree(REPO / "cwsam_core", f"{TOP}/libs/cwsam_core"):
             archive.write(path, name)
