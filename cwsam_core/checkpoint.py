@@ -6,7 +6,7 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -82,11 +82,9 @@ def torch_load_safely(path: Path | str, what: str) -> object:
 def atomic_torch_save(payload: dict, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, renamed over it only once complete: the
     previous file stays intact if saving fails (a full disk, a kill)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600 files; a model file is as shareable as any other
+    # Not mkstemp: its files are 0600; created with 0666, a model file gets the user's umask like any other.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         torch.save(payload, temporary)
         os.replace(temporary, path)

@@ -205,3 +205,16 @@ def test_cli_info_prints_the_model_card(tmp_path):
     bad = subprocess.run([str(cwsam), "info", str(tmp_path / "nope.pt")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert "model file not found" in bad.stderr
+
+
+def test_saved_files_follow_the_umask_and_leave_no_temporary(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save_model_file(tmp_path / "shared.cwsam.pt", build_cwsam("vit_nano", 3), make_card())
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.cwsam.pt"]
