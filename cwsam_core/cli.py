@@ -187,7 +187,8 @@ def _train(args: argparse.Namespace) -> int:
             tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")],
             ignore_values=args.ignore_value or [], epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
             batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, val_fraction=args.val_fraction,
-            device=args.device, seed=args.seed, dice_weight=args.dice, class_weights=_parse_weights(args.class_weights, len(classes)),
+            device=args.device, seed=args.seed, dice_weight=args.dice,
+            class_weights=_parse_weights(args.class_weights, len(classes)),
             gradient_checkpointing=args.gradient_checkpointing,
         )
         total = (args.epochs) * args.steps_per_epoch

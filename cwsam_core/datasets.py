@@ -48,18 +48,23 @@ class LabelStats:
     unnamed: Dict[int, int]  # value -> pixel count, for values mapped to ignore
 
 
+def open_raster(path: Path, what: str) -> rasterio.io.DatasetReader:
+    """Open a training raster, or a ``TrainingDataError`` saying it is missing or unreadable."""
+    if not path.is_file():
+        raise TrainingDataError(f"{what} not found: {path}")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise TrainingDataError(f"{path} is not a raster that GDAL can read ({exc})") from None
+
+
 class RasterLabels:
     """A label raster of class values, read onto an image's grid window by window."""
 
     def __init__(self, path: Path | str, image: rasterio.io.DatasetReader, classes: Sequence[ClassInfo],
                  ignore_values: Sequence[int] = ()) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise TrainingDataError(f"label raster not found: {self.path}")
-        try:
-            self._source = rasterio.open(self.path)
-        except rasterio.errors.RasterioIOError as exc:
-            raise TrainingDataError(f"{self.path} is not a raster that GDAL can read ({exc})") from None
+        self._source = open_raster(self.path, "label raster")
         self.lookup = value_lookup(classes, ignore_values)
         self.ignore_values = set(int(v) for v in ignore_values)
         self.nodata = self._source.nodata

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.windows import Window
 from torch.nn.parallel import DistributedDataParallel
@@ -27,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .build import build_cwsam
 from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, torch_load_safely
-from .datasets import RasterLabels, TrainingDataError, block_split, random_window
+from .datasets import RasterLabels, TrainingDataError, block_split, open_raster, random_window
 from .distributed import DistributedContext, setup_distributed
 from .inference import _autocast
 from .losses import IGNORE_INDEX, SegmentationLoss, class_weights_from_counts
@@ -114,12 +113,7 @@ class _Source:
         if source.polygons is not None and not source.class_field:
             raise TrainingDataError(f"{Path(source.polygons).name}: name the class field of the polygons")
         self.path = Path(source.image)
-        if not self.path.is_file():
-            raise TrainingDataError(f"image raster not found: {self.path}")
-        try:
-            self.dataset = rasterio.open(self.path)
-        except rasterio.errors.RasterioIOError as exc:
-            raise TrainingDataError(f"{self.path} is not a raster that GDAL can read ({exc})") from None
+        self.dataset = open_raster(self.path, "image raster")
         try:
             if source.polygons is not None:
                 from .polygons import PolygonLabels  # pyogrio and shapely only when polygons are used
@@ -357,7 +351,7 @@ def train(
             backbone=config.backbone, input_size=tile, classes=list(config.classes), bands=list(config.bands),
             input_scale=config.model_scale, normalization=stats.to_dict(),
         )
-        data_fingerprint = [_fingerprint(s, source in training_sources) for s, source in zip(sources, opened)]
+        data_fingerprint = [_fingerprint(given, source in training_sources) for given, source in zip(sources, opened)]
         cancelled = False
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
