@@ -44,8 +44,10 @@ def backbone_by_shape(width: int, depth: int) -> Optional[str]:
     return None
 
 
-def build_model(backbone: str, num_classes: int, input_size: Optional[int] = None) -> CWSAM:
-    """A randomly initialised CWSAM model; every parameter trainable."""
+def build_model(backbone: str, num_classes: int, input_size: Optional[int] = None,
+                refine_channels: Optional[int] = None) -> CWSAM:
+    """A randomly initialised CWSAM model; every parameter trainable. ``refine_channels`` defaults to
+    the backbone's (a full-resolution logit refinement for backbones trained from scratch)."""
     config = backbone_config(backbone)
     size = input_size or config.default_input_size
     if size <= 0 or size % PATCH_SIZE:
@@ -68,7 +70,8 @@ def build_model(backbone: str, num_classes: int, input_size: Optional[int] = Non
         ),
         iou_head_hidden_dim=config.iou_head_hidden_dim,
     )
-    model = CWSAM(encoder, decoder, backbone=backbone)
+    refine = config.refine_channels if refine_channels is None else refine_channels
+    model = CWSAM(encoder, decoder, backbone=backbone, refine_channels=refine)
     configure_trainable(model, pretrained_encoder=False)
     return model
 
@@ -145,7 +148,8 @@ def build_cwsam(
     without one, the whole model trains from scratch (the intended use of the small backbones).
     ``input_size`` defaults to the backbone's (1024 for SAM's own).
     """
-    model = build_model(backbone, num_classes, input_size)
+    # A pretrained SAM encoder keeps the published method: no refinement.
+    model = build_model(backbone, num_classes, input_size, 0 if sam_checkpoint is not None else None)
     if sam_checkpoint is not None:
         load_sam_weights(model, sam_checkpoint)
     return model
@@ -169,7 +173,7 @@ def load_authors_checkpoint(path: Path | str, input_size: Optional[int] = None) 
     if head is None:
         raise CheckpointError(f"{path} has no class head (mask_decoder.cls_upscaling): not a CWSAM checkpoint")
     mask_dim = backbone_config(backbone).prompt_dim // 8
-    model = build_model(backbone, head.shape[0] // mask_dim, input_size)
+    model = build_model(backbone, head.shape[0] // mask_dim, input_size, refine_channels=0)
     report = load_into_model(model, state, allow_new=False)
     report.ignored = dropped
     model.sam_checkpoint_identity = {"name": Path(path).name, "sha256": file_sha256(path)}

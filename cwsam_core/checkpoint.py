@@ -15,10 +15,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .paths import describe_non_model
+
 StateDict = Dict[str, torch.Tensor]
 
 # Tensors CWSAM adds to SAM: absent from an official SAM checkpoint by design.
-CWSAM_ADDITIONS = (".attn_adapter.", ".mlp_adapter.", "image_encoder.input_module.", "mask_decoder.class_head.")
+CWSAM_ADDITIONS = (".attn_adapter.", ".mlp_adapter.", "image_encoder.input_module.", "mask_decoder.class_head.",
+                   "refinement.")
 
 # The two prompt-encoder tensors a prompt-free decoder uses; the rest of the prompt encoder is not needed.
 PROMPT_ENCODER_MAP = {
@@ -67,6 +70,9 @@ def torch_load_safely(path: Path | str, what: str) -> object:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
+    kind = describe_non_model(path)
+    if kind is not None:
+        raise CheckpointError(f"{path} is not a {what}: it is {kind}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

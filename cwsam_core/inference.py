@@ -28,6 +28,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import file_sha256
 from .model_file import ModelCard, load_model_file
+from .paths import OutputConflictError, check_outputs, class_raster_files, raster_input_files
 from .radiometry import SarReader
 from .raster_output import CLASS_NODATA, category_names_aux_xml, colormap, publish, qml_text, remove_quietly, sidecars
 
@@ -164,6 +165,19 @@ def _check_output_path(path: Path, what: str) -> None:
         raise ClassificationError(f"{what} path is a folder: {path}; give a file name such as classes.tif")
 
 
+def check_classify_paths(input_path: Path | str, output_path: Path | str, confidence_path: Optional[Path | str] = None,
+                         other_inputs: Optional[Dict[str, Optional[Path | str]]] = None) -> None:
+    """Refuse, before any work, an output that is an input or another output (sidecars included)."""
+    inputs = [("SAR raster", raster_input_files(input_path))]
+    inputs += [(role, [path]) for role, path in (other_inputs or {}).items()]
+    outputs = [("output", class_raster_files(output_path)),
+               ("confidence output", raster_input_files(confidence_path) if confidence_path else [])]
+    try:
+        check_outputs(inputs, outputs)
+    except OutputConflictError as exc:
+        raise ClassificationError(str(exc)) from None
+
+
 def classify_raster(
     input_path: Path | str,
     output_path: Path | str,
@@ -204,6 +218,7 @@ def classify_raster(
         raise ClassificationError(f"batch size must be at least 1, got {batch_size}")
     if not input_path.is_file():
         raise ClassificationError(f"input raster not found: {input_path}")
+    check_classify_paths(input_path, output_path, confidence_path)
     _check_output_path(output_path, "output")
     if confidence_path:
         _check_output_path(confidence_path, "confidence output")
@@ -413,6 +428,8 @@ def classify_file(
     model at that size (position tables interpolated)."""
     if tile_size is not None and (tile_size <= 0 or tile_size % 16):
         raise ClassificationError(f"tile size must be a positive multiple of 16 pixels, got {tile_size}")
+    check_classify_paths(input_path, output_path, options.get("confidence_path"),
+                         {"model file": model_path, "SAM checkpoint": sam_checkpoint})
     torch_device = select_device(device)
     model, card = load_model_file(model_path, sam_checkpoint, device=torch_device, input_size=tile_size)
     identity = {"file": str(Path(model_path).resolve()), "sha256": file_sha256(model_path),

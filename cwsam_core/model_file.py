@@ -52,6 +52,8 @@ class ModelCard:
     normalization: Optional[Dict[str, List[float]]] = None  # {"mean": [3], "std": [3]} of the model input
     tile_size: Optional[int] = None
     tile_overlap: float = 0.25
+    refine_channels: int = 0  # width of the full-resolution logit refinement (0: none, the published model)
+    training_input_scale: Optional[str] = None  # the scale the training images were read in
     gsd: Optional[float] = None
     sam_checkpoint: Optional[Dict[str, str]] = None  # {"name", "sha256"}; None when self-contained
     provenance: Dict[str, Any] = field(default_factory=dict)
@@ -88,12 +90,15 @@ class ModelCard:
                 else f"needs SAM checkpoint {self.sam_checkpoint['name']} (sha256 {self.sam_checkpoint['sha256'][:12]}...)"
             ),
             f"Bands expected:  {', '.join(self.bands)}",
-            f"Input scale:     {self.input_scale}",
+            f"Input scale:     {self.input_scale}" + (
+                f" (trained on {self.training_input_scale} data)" if self.training_input_scale else ""),
             "Normalisation:   " + (
                 f"mean {_fmt(self.normalization['mean'])}, std {_fmt(self.normalization['std'])}"
                 if self.normalization else "none stored (computed from the raster being classified)"
             ),
             f"Tiles:           {self.tile_size} px, overlap {self.tile_overlap:.0%}",
+            "Refinement:      " + (f"full-resolution, {self.refine_channels} channels" if self.refine_channels
+                                    else "none"),
             f"GSD:             {self.gsd if self.gsd is not None else 'unknown'}",
             f"Classes ({len(self.classes)}):",
             *[f"  {c.value:>4}  {c.color}  {c.name}" for c in self.classes],
@@ -136,6 +141,7 @@ def save_model_file(path: Path | str, model: CWSAM, card: ModelCard, float16: bo
     if len(card.classes) != model.num_classes:
         raise ModelFileError(f"the card lists {len(card.classes)} classes but the model has {model.num_classes}")
     card.backbone, card.input_size = model.backbone, model.input_size
+    card.refine_channels = model.refine_channels
     card.sam_checkpoint = model.sam_checkpoint_identity if model.pretrained_encoder else None
     card.provenance.setdefault("cwsam_version", __version__)
     card.provenance.setdefault("torch_version", str(torch.__version__))
@@ -214,7 +220,7 @@ def load_model_file(
     card, state = read_model_file(path)
     backbone_config(card.backbone)  # an unknown backbone name fails with the list of known ones
     try:
-        model = build_model(card.backbone, len(card.classes), input_size or card.input_size)
+        model = build_model(card.backbone, len(card.classes), input_size or card.input_size, card.refine_channels)
     except ValueError as exc:
         raise ModelFileError(str(exc)) from None
     if not card.self_contained:

@@ -32,6 +32,7 @@ from .inference import _autocast
 from .losses import IGNORE_INDEX, SegmentationLoss, class_weights_from_counts
 from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
 from .model_file import ClassInfo, ModelCard, save_model_file
+from .paths import OutputConflictError, check_outputs, model_output_files, raster_input_files
 from .radiometry import NormalizationStats, SarReader
 from .trainable import trainable_names
 
@@ -294,6 +295,7 @@ def train(
     are averaged at every step, and only rank 0 writes files and reports progress.
     """
     output = Path(config.output)
+    _check_paths(sources, config)
     if not output.parent.is_dir():
         raise TrainingDataError(f"output folder does not exist: {output.parent}")
     if len(config.classes) < 2:
@@ -411,6 +413,19 @@ def train(
         for s in opened:
             s.close()
         context.close()
+
+
+def _check_paths(sources: Sequence[TrainingSource], config: TrainConfig) -> None:
+    """Refuse, before any work, a model file (or its state and log) that is one of the training inputs."""
+    inputs = [("SAM checkpoint", [config.sam_checkpoint])]
+    for source in sources:
+        inputs += [("training image", raster_input_files(source.image)),
+                   ("label raster", raster_input_files(source.labels) if source.labels else []),
+                   ("polygon file", [source.polygons])]
+    try:
+        check_outputs(inputs, [("model file", model_output_files(config.output))])
+    except OutputConflictError as exc:
+        raise TrainingDataError(str(exc)) from None
 
 
 def _warn_about_validation(metrics: SegmentationMetrics, classes: Sequence[ClassInfo]) -> None:

@@ -6,6 +6,7 @@ from .classwise_decoder import ClasswiseMaskDecoder
 from .cwsam import CWSAM
 from .image_encoder import AdaptedImageEncoderViT
 from .low_frequency import LowFrequencyInputModule, low_pass
+from .refinement import FullResolutionRefinement
 
 __all__ = [
     "Adapter",
@@ -13,6 +14,7 @@ __all__ = [
     "AdaptedImageEncoderViT",
     "CWSAM",
     "ClasswiseMaskDecoder",
+    "FullResolutionRefinement",
     "LowFrequencyInputModule",
     "low_pass",
 ]

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from .classwise_decoder import ClasswiseMaskDecoder
 from .image_encoder import AdaptedImageEncoderViT
+from .refinement import FullResolutionRefinement
 
 
 class CWSAM(nn.Module):
@@ -23,6 +24,7 @@ class CWSAM(nn.Module):
         image_encoder: AdaptedImageEncoderViT,
         mask_decoder: ClasswiseMaskDecoder,
         backbone: str = "custom",
+        refine_channels: int = 0,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
@@ -31,6 +33,9 @@ class CWSAM(nn.Module):
         self.pe_layer = PositionEmbeddingRandom(prompt_dim // 2)
         self.no_mask_embed = nn.Embedding(1, prompt_dim)
         self.backbone = backbone
+        # Optional full-resolution refinement of the logits (encoders trained from scratch only).
+        self.refinement = (FullResolutionRefinement(mask_decoder.num_classes, refine_channels)
+                           if refine_channels > 0 else None)
         # Set by the builder when SAM weights are loaded: {"name": file name, "sha256": digest}.
         self.sam_checkpoint_identity: dict | None = None
         # True when the encoder holds pretrained SAM weights (then only its additions train).
@@ -39,6 +44,10 @@ class CWSAM(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.mask_decoder.num_classes
+
+    @property
+    def refine_channels(self) -> int:
+        return 0 if self.refinement is None else self.refinement.layers[0].out_channels
 
     @property
     def input_size(self) -> int:
@@ -55,4 +64,7 @@ class CWSAM(nn.Module):
         image_pe = self.pe_layer(tuple(embeddings.shape[-2:])).unsqueeze(0)
         dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
         logits = self.mask_decoder(embeddings, image_pe.to(embeddings.dtype), dense)
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        if self.refinement is not None:
+            logits = self.refinement(images, logits)
+        return logits
