@@ -184,24 +184,28 @@ def _train(args: argparse.Namespace) -> int:
         classes = parse_classes(args.classes) if args.classes else _classes_from_data(sources, args.ignore_value or [])
         config = TrainConfig(
             backbone=args.backbone, classes=classes, output=Path(args.output), sam_checkpoint=args.sam_checkpoint,
-            tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")],
+            tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")] if args.band_names else None,
+            band_indexes=_parse_bands(args.bands), input_scale=args.input_scale, model_scale=args.model_scale,
             ignore_values=args.ignore_value or [], epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
             batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, val_fraction=args.val_fraction,
+            time_budget=args.time_budget, balanced_sampling=args.balanced_sampling,
             device=args.device, seed=args.seed, dice_weight=args.dice,
             class_weights=_parse_weights(args.class_weights, len(classes)),
             gradient_checkpointing=args.gradient_checkpointing,
         )
-        total = (args.epochs) * args.steps_per_epoch
-        # Under torchrun only rank 0 reports.
+        # Under torchrun only rank 0 reports. With a time budget the bar counts percent of the time.
         main_process = int(os.environ.get("RANK", "0")) == 0
-        bar = tqdm(total=total, desc="train", unit="step", disable=args.quiet or not main_process)
+        total = 100 if args.time_budget else args.epochs * args.steps_per_epoch
+        bar = tqdm(total=total, desc="train", unit="%" if args.time_budget else "step",
+                   disable=args.quiet or not main_process)
 
         def progress(info: dict) -> None:
             if "val_miou" in info:
-                bar.write(f"epoch {info['epoch']}/{info['epochs']}: train loss {info['train_loss']:.4f}, "
+                bar.write(f"epoch {info['epoch']}: train loss {info['train_loss']:.4f}, "
                           f"validation mIoU {info['val_miou']:.4f} (best {info['best_miou']:.4f})")
             else:
-                bar.n = (int(info["epoch"]) - 1) * int(info["steps"]) + int(info["step"])
+                bar.n = (round(100 * float(info["fraction"]), 1) if args.time_budget
+                         else (int(info["epoch"]) - 1) * int(info["steps"]) + int(info["step"]))
                 bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
                 bar.refresh()
 
@@ -235,14 +239,30 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--classes", help='VALUE:NAME[:#RRGGBB],... or a CSV/JSON file; unnamed values are ignored')
     parser.add_argument("--ignore-value", type=int, nargs="+", action="extend", metavar="V",
                         help="label values to ignore, e.g. --ignore-value -1 255 (also repeatable)")
-    parser.add_argument("--band-names", default="VV,VH", help="bands the model expects, in order (default VV,VH)")
+    parser.add_argument("--bands", help="1-based raster bands to use, in the model's band order (e.g. 1,2; "
+                        "default: the image's bands, up to three)")
+    parser.add_argument("--band-names", help="names of the model's bands, in order (default: the image's band "
+                        "descriptions, else band 1, band 2, ...)")
+    parser.add_argument("--input-scale", default="auto", choices=["auto", "db", "linear", "amplitude"],
+                        help="scale of the images' values (default: detected; 8-bit images are amplitude)")
+    parser.add_argument("--model-scale", default="auto", choices=["auto", "db", "linear", "amplitude"],
+                        help="scale the model works in (default: amplitude for 8-bit images, which are never "
+                        "log-transformed, else db)")
     parser.add_argument("--tile-size", type=int, help="input size S, a multiple of 16 (default: the backbone's)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="train for this many minutes (epochs then run until the time is spent, and the "
+                        "learning rate follows the elapsed time)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs (default 10; not used with --time-budget)")
+    parser.add_argument("--steps-per-epoch", type=int, default=50, help="optimizer steps per epoch (default 50)")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per step (per process under torchrun)")
     parser.add_argument("--accumulate", type=int, default=1, help="batches whose gradients add up to one step")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of blocks held out for validation")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 from scratch, 2e-4 with a SAM "
+                        "checkpoint)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of files, or of blocks of a single "
+                        "image, held out for validation (default 0.2; 0: none, the last epoch is kept)")
+    parser.add_argument("--balanced-sampling", type=float, default=0.5, metavar="SHARE",
+                        help="share of training windows centred on a pixel of a class drawn uniformly, so rare "
+                        "classes are seen (default 0.5)")
     parser.add_argument("--class-weights", help="loss weight per class, in class order, e.g. 1,4 "
                         "(default: inverse square root of the training labels' class frequencies)")
     parser.add_argument("--dice", type=float, default=0.0, help="weight of a Dice term added to cross-entropy")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -152,10 +152,27 @@ def block_split(height: int, width: int, block: int, val_fraction: float,
     return training, validation
 
 
-def random_window(block: Window, size: int, rng: np.random.Generator) -> Window:
-    """A size x size window at a random position inside ``block`` (at its corner if the block is smaller)."""
-    row = int(block.row_off) + int(rng.integers(0, max(int(block.height) - size, 0) + 1))
-    col = int(block.col_off) + int(rng.integers(0, max(int(block.width) - size, 0) + 1))
+def random_window(block: Window, size: int, rng: np.random.Generator, height: Optional[int] = None,
+                  width: Optional[int] = None) -> Window:
+    """A size x size window at a random position inside ``block``.
+
+    A block smaller than the window: a random window covering the block, inside the image of
+    ``height`` x ``width`` where it is large enough (without the image size: at the block's corner).
+    """
+    def offset(start: int, length: int, limit: Optional[int]) -> int:
+        if length >= size:
+            return start + int(rng.integers(0, length - size + 1))
+        if limit is None:
+            return start
+        low, high = start + length - size, start
+        if limit >= size:
+            low, high = max(low, 0), min(high, limit - size)
+        else:
+            low = high = 0
+        return int(rng.integers(low, high + 1))
+
+    row = offset(int(block.row_off), int(block.height), height)
+    col = offset(int(block.col_off), int(block.width), width)
     return Window(col, row, size, size)
 
 

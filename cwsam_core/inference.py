@@ -245,7 +245,7 @@ def classify_raster(
                 region = _region(dataset, bounds)
                 reader = SarReader(
                     dataset, card.bands, card.input_scale, input_scale=input_scale, band_indexes=band_indexes,
-                    normalization=card.normalization, warn=warn,
+                    normalization=card.normalization, warn=warn, trained_scale=card.training_input_scale,
                 )
                 counts, areas, area_unit = _run_tiles(
                     dataset, region, reader, model, card, tile, stride, batch_size, torch_device,

@@ -144,6 +144,12 @@ def _match_by_description(descriptions: Sequence[Optional[str]], name: str) -> L
     return exact or [i for i, d in enumerate(descriptions, 1) if _names_band(d, name)]
 
 
+def _generic_band(name: str, count: int) -> List[int]:
+    """A model band named "band N" (a model trained on bands without descriptions) is raster band N."""
+    found = re.fullmatch(r"\s*band\s*(\d+)\s*", name, flags=re.IGNORECASE)
+    return [int(found.group(1))] if found and 1 <= int(found.group(1)) <= count else []
+
+
 def match_bands(
     descriptions: Sequence[Optional[str]], expected: Sequence[str], override: Optional[Sequence[int]] = None
 ) -> List[int]:
@@ -169,7 +175,7 @@ def match_bands(
             raise _band_error(descriptions, expected, f"--bands {', '.join(map(str, bad))} out of range 1..{count}")
         return [int(i) for i in indexes]
 
-    matches = {name: _match_by_description(descriptions, name) for name in expected}
+    matches = {name: _match_by_description(descriptions, name) or _generic_band(name, count) for name in expected}
     ambiguous = [f"{n} (bands {', '.join(map(str, m))})" for n, m in matches.items() if len(m) > 1]
     if ambiguous:
         raise _band_error(descriptions, expected, f"several bands match {'; '.join(ambiguous)}")
@@ -298,6 +304,7 @@ class SarReader:
         normalization: Optional[Union[dict, NormalizationStats]] = None,
         sample_pixels: int = 1_000_000,
         warn: Callable[[str], None] = _LOG.warning,
+        trained_scale: Optional[str] = None,
     ) -> None:
         self.dataset = dataset
         self.model_scale = _check_scale(model_scale, "model input scale")
@@ -308,26 +315,37 @@ class SarReader:
         self.nodata: Optional[float] = dataset.nodata
         self.band_indexes = match_bands(dataset.descriptions, bands, band_indexes)
 
-        sample = None
-        if input_scale == AUTO or normalization is None:
-            # Detecting the scale needs far fewer pixels than statistics the model will be normalised with.
-            sample = self._read_sample(sample_pixels if normalization is None else min(sample_pixels, 100_000))
-            if not valid_mask(sample, self.nodata).any():
-                raise RadiometryError(
-                    f"{dataset.name} is all nodata (nodata value {self.nodata}) in bands "
-                    f"{', '.join(map(str, self.band_indexes))}: check the bands and the nodata value"
-                )
-
+        # Detecting the scale, or checking a given one, needs far fewer pixels than statistics.
+        sample = self._read_sample(sample_pixels if normalization is None else min(sample_pixels, 100_000))
+        if not valid_mask(sample, self.nodata).any():
+            raise RadiometryError(
+                f"{dataset.name} is all nodata (nodata value {self.nodata}) in bands "
+                f"{', '.join(map(str, self.band_indexes))}: check the bands and the nodata value"
+            )
+        detected = self._detect(sample)
         if input_scale == AUTO:
-            self.source_scale = self._detect(sample)
-            if self.source_scale != self.model_scale:
+            self.source_scale = detected
+            if trained_scale and detected != trained_scale:
+                warn(
+                    f"the raster's values look like {detected} scale, but the model was trained on {trained_scale} "
+                    f"data: reading them as {detected} (if that is wrong, set the input scale explicitly, e.g. "
+                    f"--input-scale {trained_scale})"
+                )
+            elif self.source_scale != self.model_scale:
                 warn(
                     f"the raster's values look like {self.source_scale} scale: converting them from "
                     f"{self.source_scale} to the model's {self.model_scale} scale (if that is wrong, set the input "
                     "scale explicitly, e.g. --input-scale db)"
                 )
         else:
-            self.source_scale = input_scale  # the user's word is trusted
+            self.source_scale = input_scale  # the user's word is trusted, but a plain contradiction is said
+            if (input_scale == "db") != (detected == "db"):
+                warn(
+                    f"the input scale is set to {input_scale}, but the raster's values look like {detected} scale "
+                    + ("(no negative values, which dB backscatter has)" if input_scale == "db" else
+                       "(many negative values, which power and amplitude cannot have)")
+                    + f": reading them as {input_scale} as asked"
+                )
 
         if normalization is not None:
             self.stats = (normalization if isinstance(normalization, NormalizationStats)
@@ -349,6 +367,8 @@ class SarReader:
         return self.dataset.read(self.band_indexes, out_shape=out_shape, resampling=Resampling.nearest)
 
     def _detect(self, sample: np.ndarray) -> str:
+        if all(self.dataset.dtypes[i - 1] == "uint8" for i in self.band_indexes):
+            return "amplitude"  # 8-bit: a display product or digital numbers, never dB or calibrated power
         values = sample.astype(np.float64)
         values[:, ~valid_mask(sample, self.nodata)] = np.nan  # nodata must not vote
         return detect_scale(values)
