@@ -25,6 +25,7 @@ def evaluate(
     ignore_values: Sequence[int] = (),
     device: str = "auto",
     progress=None,
+    test_time_flips: bool = False,
 ) -> Tuple[SegmentationMetrics, ModelCard]:
     """Classify each image as a user would (same tiling, blending, radiometry) and score it against its
     labels read onto the image grid: one confusion matrix over all labelled pixels. Label values that
@@ -37,6 +38,7 @@ def evaluate(
         for index, (image, labels) in enumerate(pairs):
             output = Path(folder) / f"classes_{index}.tif"
             classify_file(image, output, model_path, sam_checkpoint=sam_checkpoint, device=device,
+                          test_time_flips=test_time_flips,
                           progress=None if progress is None else
                           (lambda f, m, i=index: progress((i + f) / len(pairs), f"image {i + 1}: {m}")))
             confusion += class_raster_confusion(output, image, labels, card, ignore_values)

@@ -109,6 +109,20 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
+def predict_probabilities(model: nn.Module, images: torch.Tensor, flips: bool = False) -> torch.Tensor:
+    """Class probabilities B x N x S x S of B x 3 x S x S images; with ``flips`` the mean over the image as
+    it is, mirrored left-right, upside down and both (test-time augmentation: 4 times the compute)."""
+    if not flips:
+        return torch.softmax(model(images).float(), dim=1)
+    total = None
+    for dims in ((), (-1,), (-2,), (-2, -1)):
+        flipped = torch.flip(images, dims) if dims else images
+        probabilities = torch.softmax(model(flipped).float(), dim=1)
+        probabilities = torch.flip(probabilities, dims) if dims else probabilities
+        total = probabilities if total is None else total + probabilities
+    return total / 4
+
+
 def _pixel_area(transform, crs, row_start: int, rows: int) -> Tuple[np.ndarray, str]:
     """Area of one pixel in each of ``rows`` rows: m^2 for projected and geographic CRSs, pixels otherwise."""
     cell = abs(transform.a * transform.e - transform.b * transform.d)
@@ -195,6 +209,7 @@ def classify_raster(
     should_cancel: Optional[Callable[[], bool]] = None,
     model_identity: Optional[dict] = None,
     bounds: Optional[Sequence[float]] = None,
+    test_time_flips: bool = False,
 ) -> ClassificationResult:
     """Classify the raster at ``input_path`` with ``model`` and write a styled uint8 class GeoTIFF.
 
@@ -203,6 +218,7 @@ def classify_raster(
     a confidence GeoTIFF (max class probability in percent, nodata 255), and a ``.run.json`` record.
     ``bounds`` (xmin, ymin, xmax, ymax in the raster's CRS) limits the output to that window of the
     raster's grid, widened to whole pixels; tiles still read the raster around it for context.
+    ``test_time_flips`` averages each tile's probabilities over four flips (4 times the compute).
     Everything is written to temporary files and renamed at the end: after an error or a cancel
     nothing is left at the output paths.
     """
@@ -250,7 +266,7 @@ def classify_raster(
                 counts, areas, area_unit = _run_tiles(
                     dataset, region, reader, model, card, tile, stride, batch_size, torch_device,
                     temporaries[output_path], temporaries.get(confidence_path) if confidence_path else None,
-                    progress, should_cancel,
+                    progress, should_cancel, test_time_flips,
                 )
                 fingerprint = {"path": str(input_path.resolve()), "bytes": input_path.stat().st_size,
                                "sha256": file_sha256(input_path), "width": dataset.width, "height": dataset.height,
@@ -275,6 +291,7 @@ def classify_raster(
                   "classes": [c.__dict__ for c in card.classes]},
         "input": fingerprint,
         "parameters": {"tile_size": tile, "overlap": overlap, "batch_size": batch_size, "requested_scale": input_scale,
+                       "test_time_flips": test_time_flips,
                        "bounds": list(bounds) if bounds is not None else None, "window": window_record, **resolved},
         "device": str(torch_device),
         "software": {"torch": str(torch.__version__), "rasterio": rasterio.__version__,
@@ -333,7 +350,7 @@ def _output_profile(dataset: rasterio.io.DatasetReader, region: Window, dtype: s
 def _run_tiles(
     dataset, region: Window, reader: SarReader, model: nn.Module, card: ModelCard, tile: int, stride: int,
     batch_size: int, device: torch.device, output: Path, confidence: Optional[Path],
-    progress: Optional[ProgressCallback], should_cancel: Optional[Callable[[], bool]],
+    progress: Optional[ProgressCallback], should_cancel: Optional[Callable[[], bool]], flips: bool = False,
 ) -> Tuple[Dict[int, int], Dict[int, float], str]:
     # Read once: the dataset is read by a background thread below and must not be touched meanwhile.
     # Tile offsets are relative to ``region``; tiles may read the raster past it, their parts outside are cut off.
@@ -399,7 +416,7 @@ def _run_tiles(
                 if batch:
                     images = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
                     with torch.inference_mode(), _autocast(device):
-                        probabilities = torch.softmax(model(images).float(), dim=1).cpu().numpy()
+                        probabilities = predict_probabilities(model, images, flips).cpu().numpy()
                     for (tile_col, _, tile_valid), tile_probabilities in zip(batch, probabilities):
                         strip.add(row, tile_col, tile_probabilities, tile_valid, window)
                 done_tiles += len(tiles)

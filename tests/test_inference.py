@@ -283,3 +283,30 @@ def test_bounds_classify_a_window_on_the_raster_grid(tmp_path):
         classify_raster(image, tmp_path / "none.tif", PerPixelModel(32), card_for(32),
                         bounds=(600000.0, 4599000.0, 600100.0, 4599100.0))
     assert not (tmp_path / "none.tif").exists()
+
+
+def test_test_time_flips_average_four_mirrored_passes(tmp_path, nano_model_file):
+    from cwsam_core.inference import predict_probabilities
+
+    class ColumnRamp(nn.Module):
+        """Class 1 grows to the right: mirroring changes its answer, so the flips must average it out."""
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            ramp = torch.linspace(-1, 1, images.shape[-1]).expand_as(images[:, :1])
+            return torch.cat([torch.zeros_like(ramp), ramp], dim=1)
+
+    images = torch.randn(2, 3, 16, 16)
+    plain = predict_probabilities(ColumnRamp(), images)
+    flipped = predict_probabilities(ColumnRamp(), images, flips=True)
+    assert not torch.allclose(plain, flipped)
+    torch.testing.assert_close(flipped, torch.full_like(flipped, 0.5))  # a ramp and its mirror cancel
+    # A per-pixel model is unchanged by mirroring: the same map, and the run record says flips were used.
+    image = write_sar(tmp_path / "sar.tif", 70, 90)
+    a = classify_raster(image, tmp_path / "a.tif", PerPixelModel(32), card_for(32))
+    b = classify_raster(image, tmp_path / "b.tif", PerPixelModel(32), card_for(32), test_time_flips=True)
+    assert np.array_equal(read(a.output), read(b.output))
+    assert json.loads(b.record.read_text())["parameters"]["test_time_flips"] is True
+    cli = subprocess.run([str(CWSAM), "classify", str(image), "--model", str(nano_model_file), "--output",
+                          str(tmp_path / "c.tif"), "--flips", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads((tmp_path / "c.run.json").read_text())["parameters"]["test_time_flips"] is True
