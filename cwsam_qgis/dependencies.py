@@ -41,6 +41,37 @@ def python_tag() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def _is_interpreter(path: str) -> bool:
+    """True for an executable Python binary; False for wrapper scripts (Debian's ``/usr/bin/qgis``, pyenv
+    shims) and for other programs (``qgis.bin``, ``qgis-bin.exe``)."""
+    real = os.path.realpath(path) if path else ""
+    if not real or not os.path.isfile(real) or not os.access(real, os.X_OK):
+        return False
+    if not os.path.basename(real).lower().startswith("python"):
+        return False
+    try:
+        with open(real, "rb") as handle:
+            return handle.read(2) != b"#!"
+    except OSError:
+        return False
+
+
+def interpreter() -> Path:
+    """The Python interpreter QGIS runs, as a real file.
+
+    Inside QGIS ``sys.executable`` names QGIS itself (on Debian the shell script ``/usr/bin/qgis``):
+    the interpreter of the same version under ``sys.base_prefix`` is the one that builds environments.
+    """
+    names = ["python.exe"] if os.name == "nt" else [f"python{python_tag()}", "python3"]
+    folders = [sys.base_prefix] if os.name == "nt" else [os.path.join(sys.base_prefix, "bin"), "/usr/bin"]
+    candidates = [sys.executable, getattr(sys, "_base_executable", "")]
+    candidates += [os.path.join(folder, name) for folder in folders for name in names]
+    for candidate in candidates:
+        if _is_interpreter(candidate):
+            return Path(os.path.realpath(candidate))
+    return Path(sys.executable)
+
+
 def site_packages(env: Path) -> Path:
     """The site-packages folder of the virtual environment ``env`` for this Python version."""
     if os.name == "nt":
@@ -86,7 +117,7 @@ class DependencyReport:
 
     def details(self) -> str:
         """What was tried and the commands that fix it, for the log panel and the Setup tab."""
-        lines = [f"QGIS Python: {sys.version.split()[0]} ({sys.executable})",
+        lines = [f"QGIS Python: {sys.version.split()[0]} ({interpreter()})",
                  f"Python environment: {self.environment or '(none found)'}"]
         lines += self.notes
         if self.ok:
@@ -156,7 +187,7 @@ def check(modules: Optional[List[str]] = None) -> DependencyReport:
 
 def fix_commands(environment: Optional[Path] = None) -> List[str]:
     """Shell commands that create or complete the environment, for this QGIS's Python version."""
-    python = f"/usr/bin/python{python_tag()}" if os.name != "nt" else "python"
+    python = str(interpreter()) if os.name != "nt" else "python"
     if CHECKOUT is not None and (CHECKOUT / "Makefile").is_file():
         commands = [f"cd {CHECKOUT} && make setup"]
         target = CHECKOUT / ".venv"

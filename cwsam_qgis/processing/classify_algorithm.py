@@ -111,7 +111,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         try:
             source = raster_source(layer)
         except LayerError as exc:
-            raise QgsProcessingException(str(exc)) from None
+            raise QgsProcessingException(for_the_plugin(str(exc))) from None
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if not model or not Path(model).is_file():
             raise QgsProcessingException(f"model file not found: {model!r}; give a CWSAM model file")
@@ -123,7 +123,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         try:
             bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context) or "")
         except LayerError as exc:
-            raise QgsProcessingException(str(exc)) from None
+            raise QgsProcessingException(for_the_plugin(str(exc))) from None
         output = Path(self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
         confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) \
             if parameters.get(self.CONFIDENCE) else None

@@ -15,6 +15,7 @@ from qgis.core import (
 )
 
 from ..layers import LayerError, raster_source
+from ..messages import for_the_dock
 from ..tasks.classify_task import expected_errors
 from .classify_algorithm import DEVICES, MODEL_FILTER
 
@@ -99,7 +100,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             from cwsam_core.datasets import TrainingDataError
 
             if isinstance(exc, (*expected_errors(), TrainingDataError)):
-                raise QgsProcessingException(str(exc)) from None
+                raise QgsProcessingException(for_the_dock(str(exc))) from None
             feedback.reportError(traceback.format_exc())
             raise QgsProcessingException(f"evaluation failed: {type(exc).__name__}: {exc}") from None
         finally:

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from qgis.core import QgsTask
 
 from ..layers import LayerError, RasterSource
+from ..messages import for_the_dock
 
 
 @dataclass
@@ -57,8 +58,8 @@ def parse_bands(text: str) -> Optional[List[int]]:
 
 
 def for_the_plugin(message: str) -> str:
-    """Engine messages name the command line's option; in the plugin it is the Bands field."""
-    return message.replace("with --bands", "in Bands").replace("--bands", "Bands")
+    """Engine messages name the command line's options; in the plugin they are the dock's fields."""
+    return for_the_dock(message)
 
 
 def expected_errors() -> tuple:
@@ -137,20 +138,31 @@ class ClassifyTask(QgsTask):
 
 
 def area_summary(result, classes: Sequence) -> List[Tuple[str, str, int, float, str]]:
-    """Rows (colour, name, pixels, share of classified pixels, area text) for a ``ClassificationResult``."""
+    """Rows (colour, name, pixels, share of classified pixels, area text) for a ``ClassificationResult``;
+    every row's area in the same unit (see :func:`area_unit`)."""
     total = sum(result.pixel_counts.values()) or 1
     colours = {c.value: c.color for c in classes}
+    unit = area_unit(sum(result.areas.values()), result.area_unit)
     rows = []
     for value, count in result.pixel_counts.items():
         rows.append((colours.get(value, "#000000"), result.class_names.get(value, str(value)), count,
-                     count / total, format_area(result.areas.get(value, 0.0), result.area_unit)))
+                     count / total, format_area(result.areas.get(value, 0.0), result.area_unit, unit)))
     return rows
 
 
-def format_area(area: float, unit: str) -> str:
-    """``m2`` areas in ha or km2 (whichever reads better); pixel counts as they are."""
+def area_unit(total: float, unit: str) -> str:
+    """The one unit of a table of areas: hectares up to 100 km² in all, square kilometres above."""
+    if unit != "m2":
+        return unit
+    return "km²" if total >= 1e8 else "ha"
+
+
+def format_area(area: float, unit: str, display: Optional[str] = None) -> str:
+    """An area in ``unit`` (``m2``, or pixels when the raster has no metric CRS) as text, in ``display``
+    (``ha`` or ``km²``; by default the unit :func:`area_unit` picks for ``area`` alone)."""
     if unit != "m2":
         return f"{area:,.0f} {unit}"
-    if area >= 1e6:
-        return f"{area / 1e6:,.3f} km²"
+    display = display or area_unit(area, unit)
+    if display == "km²":
+        return f"{area / 1e6:,.2f} km²"
     return f"{area / 1e4:,.2f} ha"
