@@ -29,11 +29,18 @@ class CwsamDock(QDockWidget):
         if report is not None and not report.ok:
             self.tabs.setCurrentWidget(self.setup_panel)
         self.setWidget(self.tabs)
-        self.train_panel.model_trained.connect(self.offer_model)
+        self.train_panel.model_trained.connect(self.classify_with)
 
     def offer_model(self, model_path: str, layer_id: str) -> None:
+        """Prefill the Classify tab with a model and a layer, and show it."""
         self.classify_panel.offer_model(model_path, layer_id)
         self.tabs.setCurrentWidget(self.classify_panel)
+
+    def classify_with(self, model_path: str, layer_id: str):
+        """What "Classify <layer> with this model" does: classify the layer with the new model in the
+        Classify tab (its earlier results cleared). Returns the task, or None (the tab says why)."""
+        self.offer_model(model_path, layer_id)
+        return self.classify_panel.start()
 
     def set_dependency_report(self, report: dependencies.DependencyReport) -> None:
         self.setup_panel.show_report(report)

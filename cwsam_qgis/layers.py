@@ -22,6 +22,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 GROUP_NAME = "CWSAM"
+OUTPUT_PROPERTY = "cwsam/output"  # custom property of the layers the plugin adds: "classes" or "confidence"
 # Providers whose pixels are rendered images, not measurements.
 RENDERED_PROVIDERS = {"wms", "wcs", "arcgismapserver", "arcgisfeatureserver", "xyz", "vectortile"}
 
@@ -144,24 +145,27 @@ def cwsam_group(project: QgsProject):
 
 
 def add_classification(
-    output: Path, classes: Sequence, name: str, confidence: Optional[Path] = None,
+    output: Path, classes: Sequence, name: Optional[str] = None, confidence: Optional[Path] = None,
     project: Optional[QgsProject] = None,
 ) -> Tuple[QgsRasterLayer, Optional[QgsRasterLayer]]:
     """Add the class raster (paletted with ``classes``) at the top of the "CWSAM" group, with the
-    confidence raster below it. Main thread only."""
+    confidence raster below it. Layers are named after their files (``name`` overrides the class
+    raster's), so a layer leads to its file, and marked as CWSAM outputs. Main thread only."""
     project = project or QgsProject.instance()
-    layer = QgsRasterLayer(str(output), name, "gdal")
+    layer = QgsRasterLayer(str(output), name or Path(output).stem, "gdal")
     if not layer.isValid():
         raise LayerError(f"QGIS cannot open the classification {output}")
     layer.setRenderer(class_renderer(layer, classes))
+    layer.setCustomProperty(OUTPUT_PROPERTY, "classes")
     group = cwsam_group(project)
     project.addMapLayer(layer, False)
     group.insertLayer(0, layer)
     confidence_layer = None
     if confidence is not None:
-        confidence_layer = QgsRasterLayer(str(confidence), f"{name} confidence (%)", "gdal")
+        confidence_layer = QgsRasterLayer(str(confidence), Path(confidence).stem, "gdal")
         if confidence_layer.isValid():
             confidence_layer.setRenderer(confidence_renderer(confidence_layer))
+            confidence_layer.setCustomProperty(OUTPUT_PROPERTY, "confidence")
             project.addMapLayer(confidence_layer, False)
             group.insertLayer(1, confidence_layer)
         else:
@@ -169,20 +173,75 @@ def add_classification(
     return layer, confidence_layer
 
 
-def default_output(layer_name: str, project: Optional[QgsProject] = None, folder: str = "") -> Path:
-    """A free file name ``<layer>_classes.tif``: in ``folder``, else beside the saved project, else in a
-    temporary "cwsam" folder."""
+def is_cwsam_output(layer) -> bool:
+    """True for a class map or confidence raster written by CWSAM: added by the plugin (marked), or a
+    file with CWSAM's run record beside it (``classes.run.json`` for ``classes.tif`` and
+    ``classes_confidence.tif``). Such layers are results, not SAR inputs."""
+    if layer is None:
+        return False
+    if layer.customProperty(OUTPUT_PROPERTY):
+        return True
+    path = layer_file(layer) if isinstance(layer, QgsRasterLayer) else None
+    if path is None:
+        return False
+    if path.with_suffix(".run.json").is_file():
+        return True
+    stem = path.stem
+    return stem.endswith("_confidence") and path.with_name(stem[: -len("_confidence")] + ".run.json").is_file()
+
+
+def cwsam_output_layers(project: Optional[QgsProject] = None) -> list:
+    """The project's raster layers that are CWSAM outputs (see :func:`is_cwsam_output`)."""
     project = project or QgsProject.instance()
-    if folder and os.path.isdir(folder):
-        base = Path(folder)
-    elif project.fileName() and os.path.isdir(project.homePath()) and os.access(project.homePath(), os.W_OK):
-        base = Path(project.homePath())
-    else:
-        base = Path(tempfile.gettempdir()) / "cwsam"
-        base.mkdir(exist_ok=True)
-    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in layer_name) or "raster"
-    candidate, index = base / f"{stem}_classes.tif", 1
+    return [layer for layer in project.mapLayers().values()
+            if isinstance(layer, QgsRasterLayer) and is_cwsam_output(layer)]
+
+
+def safe_stem(name: str, default: str = "raster") -> str:
+    """A file-name stem from a layer name: letters, digits, '-' and '_' kept, the rest '_'."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or default
+
+
+def _writable_folder(folder) -> bool:
+    return bool(folder) and os.path.isdir(folder) and os.access(folder, os.W_OK)
+
+
+# How the dock says where outputs go by default.
+BESIDE_PROJECT = "beside the project"
+BESIDE_INPUT = "beside the input raster"
+LAST_FOLDER = "in the last output folder"
+TEMPORARY = "in a temporary folder (choose an output file, or save the project, to keep it)"
+
+
+def output_folder(project: Optional[QgsProject] = None, beside: Optional[Path] = None,
+                  fallback: str = "") -> Tuple[Path, str]:
+    """The folder of default outputs and the words that say where it is: beside the saved project, else
+    beside the input file ``beside``, else ``fallback`` (e.g. the last output folder), else a temporary
+    "cwsam" folder (the only case the dock warns about: it is emptied by the system, not by the user)."""
+    project = project or QgsProject.instance()
+    if project.fileName() and _writable_folder(project.homePath()):
+        return Path(project.homePath()), BESIDE_PROJECT
+    if beside is not None and _writable_folder(str(Path(beside).parent)):
+        return Path(beside).parent, BESIDE_INPUT
+    if _writable_folder(fallback):
+        return Path(fallback), LAST_FOLDER
+    base = Path(tempfile.gettempdir()) / "cwsam"
+    base.mkdir(exist_ok=True)
+    return base, TEMPORARY
+
+
+def free_path(folder: Path, stem: str, suffix: str) -> Path:
+    """``folder/<stem><suffix>``, or ``<stem>_2<suffix>``, ``_3``... : the first name not taken."""
+    candidate, index = folder / f"{stem}{suffix}", 1
     while candidate.exists():
         index += 1
-        candidate = base / f"{stem}_classes_{index}.tif"
+        candidate = folder / f"{stem}_{index}{suffix}"
     return candidate
+
+
+def default_output(layer_name: str, project: Optional[QgsProject] = None, folder: str = "",
+                   beside: Optional[Path] = None) -> Path:
+    """A free file name ``<layer>_classes.tif``: beside the saved project, else beside the input file
+    ``beside``, else in ``folder``, else in a temporary "cwsam" folder (see :func:`output_folder`)."""
+    base, _ = output_folder(project, beside, folder)
+    return free_path(base, f"{safe_stem(layer_name)}_classes", ".tif")

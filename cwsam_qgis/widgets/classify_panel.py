@@ -15,20 +15,29 @@ from qgis.core import (
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-    QPushButton, QSpinBox, QTextBrowser, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+    QPushButton, QScrollArea, QSpinBox, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from .. import messages, settings
-from ..layers import LayerError, add_classification, default_output, layer_file, raster_source
+from ..layers import (
+    LayerError, add_classification, cwsam_output_layers, free_path, layer_file, output_folder, raster_source, safe_stem,
+)
 from ..tasks.classify_task import (
     ClassifyOutcome, ClassifyRequest, ClassifyTask, area_summary, for_the_plugin, parse_bands,
 )
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+INPUT_SCALES = (("auto (from the values)", "auto"), ("dB", "db"), ("linear power", "linear"),
+                ("amplitude", "amplitude"))
 EXTENT_LAYER, EXTENT_VIEW = 0, 1
 SAMPLE_PIXELS = 65_536  # enough to detect the input scale; small enough to read at once
 _DETACHED: set = set()  # tasks still running after their panel was shut down
+
+
+def scale_word(scale: str) -> str:
+    """"db" -> "dB": scale names as the dock writes them."""
+    return {"db": "dB", "linear": "linear power"}.get(scale, scale)
 
 
 @functools.lru_cache(maxsize=8)
@@ -40,7 +49,7 @@ def _model_card(path: str, modified: float, size: int):
 
 
 def describe_fit(model_path: str, layer: Optional[QgsRasterLayer],
-                 band_indexes: Optional[List[int]] = None) -> Tuple[str, List[str]]:
+                 band_indexes: Optional[List[int]] = None, input_scale: Optional[str] = None) -> Tuple[str, List[str]]:
     """HTML lines "model expects / layer has" and the problems that would stop or mislead a run.
 
     Reads the model card and a small decimated sample of the layer's file (never the whole raster).
@@ -55,7 +64,7 @@ def describe_fit(model_path: str, layer: Optional[QgsRasterLayer],
             stat = os.stat(model_path)
             card = _model_card(model_path, stat.st_mtime, stat.st_size)
             lines.append(
-                f"<b>Model expects</b>: bands {', '.join(card.bands)} in {card.input_scale}; "
+                f"<b>Model expects</b>: bands {', '.join(card.bands)} in {scale_word(card.input_scale)}; "
                 f"{card.backbone}, tiles {card.tile_size} px; {len(card.classes)} classes"
                 + ("" if card.self_contained else f"; needs SAM checkpoint {html.escape(card.sam_checkpoint['name'])}")
             )
@@ -80,14 +89,18 @@ def describe_fit(model_path: str, layer: Optional[QgsRasterLayer],
                 return "<br>".join(lines), problems
             notes: List[str] = []
             try:
-                reader = SarReader(dataset, card.bands, card.input_scale, band_indexes=band_indexes,
+                reader = SarReader(dataset, card.bands, card.input_scale, input_scale=input_scale or "auto",
+                                   band_indexes=band_indexes,
                                    normalization=card.normalization or {"mean": [0, 0, 0], "std": [1, 1, 1]},
                                    sample_pixels=SAMPLE_PIXELS, warn=notes.append)
-                lines.append(has + f"; values look like <b>{reader.source_scale}</b>; bands used: "
+                seen = "look like" if (input_scale or "auto") == "auto" else "are read as"
+                lines.append(has + f"; values {seen} <b>{scale_word(reader.source_scale)}</b>; bands used: "
                              + ", ".join(f"{n}=band {i}" for n, i in zip(card.bands, reader.band_indexes)))
+                lines += [f"<span style='color:#b36b00'>{html.escape(for_the_plugin(n))}</span>" for n in notes
+                          if "converting them" not in n]
                 if reader.source_scale != card.input_scale:
-                    lines.append(f"<span style='color:#b36b00'>Values will be converted from {reader.source_scale} "
-                                 f"to {card.input_scale}.</span>")
+                    lines.append(f"<span style='color:#b36b00'>Values will be converted from "
+                                 f"{scale_word(reader.source_scale)} to {scale_word(card.input_scale)}.</span>")
             except RadiometryError as exc:
                 lines.append(has)
                 problems.append(for_the_plugin(str(exc)))
@@ -108,19 +121,26 @@ class ClassifyPanel(QWidget):
         self.last_outcome: Optional[ClassifyOutcome] = None
         self.result_layer_ids: List[str] = []
         self._classes: list = []
+        self._inputs: tuple = ()
         self._build()
         self._load_settings()
-        self.update_fit()
+        self._refresh_inputs()
+        self._inputs_changed()
+        project = QgsProject.instance()
+        project.layersAdded.connect(self._refresh_inputs)
+        for changed in (project.fileNameChanged, project.homePathChanged, project.projectSaved, project.cleared):
+            changed.connect(self._update_default_output)
 
     # --- layout -------------------------------------------------------------------------------
 
     def _build(self) -> None:
         self.layer_combo = QgsMapLayerComboBox(self)
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.layer_combo.setToolTip("The SAR raster to classify (e.g. Sentinel-1 VV, VH in dB)")
+        self.layer_combo.setToolTip("The SAR raster to classify (e.g. Sentinel-1 VV, VH in dB). CWSAM's own "
+                                    "class maps and confidence layers are not offered.")
         self.model_widget = QgsFileWidget(self)
         self.model_widget.setFilter("CWSAM model file (*.pt *.pth);;All files (*)")
-        self.model_widget.setToolTip("A CWSAM model file, made by Fine-tune or `cwsam train`")
+        self.model_widget.setToolTip("A CWSAM model file (*.cwsam.pt), e.g. one made in the Fine-tune tab")
         self.sam_widget = QgsFileWidget(self)
         self.sam_widget.setFilter("SAM checkpoint (*.pth *.pt);;All files (*)")
         self.sam_widget.setToolTip("Only for models fine-tuned from SAM: the SAM checkpoint they were trained with")
@@ -145,11 +165,18 @@ class ClassifyPanel(QWidget):
         self.output_widget = QgsFileWidget(self)
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.output_widget.setFilter("GeoTIFF (*.tif)")
-        self.output_widget.lineEdit().setPlaceholderText("[beside the project, or a temporary folder]")
+        self.output_widget.lineEdit().setPlaceholderText("[beside the project, or beside the input raster]")
+        self.output_widget.setToolTip("The class raster (GeoTIFF). Empty: a new file beside the saved project, "
+                                      "or beside the input raster")
         self.confidence_check = QCheckBox("Also add the confidence layer (%)", self)
         self.bands_edit = QLineEdit(self)
         self.bands_edit.setPlaceholderText("[by band description, else in order]")
         self.bands_edit.setToolTip("1-based raster bands to use, in the model's band order (e.g. 1,2)")
+        self.input_scale_combo = QComboBox(self)
+        for label, value in INPUT_SCALES:
+            self.input_scale_combo.addItem(label, value)
+        self.input_scale_combo.setToolTip("How the raster's values are scaled; auto detects it from a sample. "
+                                          "They are converted to the model's scale.")
 
         self.run_button = QPushButton("Classify SAR layer", self)
         self.cancel_button = QPushButton("Cancel", self)
@@ -159,7 +186,7 @@ class ClassifyPanel(QWidget):
         self.status_label = QLabel(self)
         self.status_label.setWordWrap(True)
         self.summary = QTextBrowser(self)
-        self.summary.setMinimumHeight(110)
+        self.summary.setMinimumHeight(170)
 
         inputs = QGroupBox("Input", self)
         form = QFormLayout(inputs)
@@ -170,6 +197,7 @@ class ClassifyPanel(QWidget):
         options = QGroupBox("Options", self)
         form = QFormLayout(options)
         form.addRow("Bands", self.bands_edit)
+        form.addRow("Input scale", self.input_scale_combo)
         form.addRow("Extent", self.extent_combo)
         form.addRow("Tile size", self.tile_spin)
         form.addRow("Overlap", self.overlap_spin)
@@ -180,7 +208,16 @@ class ClassifyPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea(self)  # a short screen scrolls the tab instead of squeezing the area table
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        outer.addWidget(scroll)
+        content = QWidget(scroll)
+        scroll.setWidget(content)
+        layout = QVBoxLayout(content)
         layout.addWidget(inputs)
         layout.addWidget(options)
         layout.addLayout(buttons)
@@ -188,9 +225,13 @@ class ClassifyPanel(QWidget):
         layout.addWidget(self.status_label)
         layout.addWidget(self.summary, 1)
 
-        self.layer_combo.layerChanged.connect(lambda _layer: self.update_fit())
-        self.model_widget.fileChanged.connect(lambda _path: self.update_fit())
+        for combo in (self.layer_combo, self.extent_combo, self.input_scale_combo):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
+        self.layer_combo.layerChanged.connect(self._inputs_changed)
+        self.model_widget.fileChanged.connect(self._inputs_changed)
         self.bands_edit.editingFinished.connect(self.update_fit)
+        self.input_scale_combo.currentIndexChanged.connect(self.update_fit)
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -213,6 +254,39 @@ class ClassifyPanel(QWidget):
         settings.set_value(settings.DEVICE, self.device_combo.currentText())
         settings.set_value(settings.CONFIDENCE, self.confidence_check.isChecked())
 
+    # --- inputs -------------------------------------------------------------------------------
+
+    def _refresh_inputs(self, *_) -> None:
+        """Leave CWSAM's own outputs (class maps, confidence) out of the layers offered to classify."""
+        self.layer_combo.setExceptedLayerList(cwsam_output_layers())
+
+    def _inputs_changed(self, *_) -> None:
+        """A new layer or model: what the tab said about the previous ones (status, area table) goes."""
+        inputs = (self.layer_combo.currentLayer().id() if self.layer_combo.currentLayer() else "",
+                  self.model_widget.filePath().strip())
+        if inputs != self._inputs and self.task is None:
+            self._inputs = inputs
+            self.status_label.clear()
+            self.summary.clear()
+            self.progress_bar.setValue(0)
+        self._update_default_output()
+        self.update_fit()
+
+    def default_output_and_place(self, layer) -> Tuple[Path, str]:
+        """The class raster's default file, ``<layer>_classes[_N].tif``, and where it is (see
+        ``layers.output_folder``)."""
+        folder, where = output_folder(QgsProject.instance(), layer_file(layer) if layer is not None else None)
+        name = layer.name() if layer is not None else "raster"
+        return free_path(folder, f"{safe_stem(name)}_classes", ".tif"), where
+
+    def _update_default_output(self, *_) -> None:
+        layer = self.layer_combo.currentLayer()
+        if layer is None:
+            self.output_widget.lineEdit().setPlaceholderText("[beside the project, or beside the input raster]")
+            return
+        path, where = self.default_output_and_place(layer)
+        self.output_widget.lineEdit().setPlaceholderText(f"[{path.name}, {where}]")
+
     # --- readout ------------------------------------------------------------------------------
 
     def update_fit(self) -> List[str]:
@@ -223,7 +297,8 @@ class ClassifyPanel(QWidget):
             bands, problems = None, [str(exc)]
         else:
             problems = []
-        text, found = describe_fit(self.model_widget.filePath().strip(), self.layer_combo.currentLayer(), bands)
+        text, found = describe_fit(self.model_widget.filePath().strip(), self.layer_combo.currentLayer(), bands,
+                                   self.input_scale_combo.currentData())
         problems += found
         if problems:
             text += "".join(f"<br><span style='color:#c0392b'>&#9888; {html.escape(p)}</span>" for p in problems)
@@ -242,14 +317,14 @@ class ClassifyPanel(QWidget):
         source = raster_source(layer)
         model = self.model_widget.filePath().strip()
         if not model:
-            raise LayerError("no model file chosen: choose a CWSAM model file (made by Fine-tune or `cwsam train`)")
+            raise LayerError("no model file chosen: choose a CWSAM model file (e.g. one made in the Fine-tune tab)")
         if not os.path.isfile(model):
             raise LayerError(f"model file not found: {model}; choose an existing CWSAM model file")
         sam = self.sam_widget.filePath().strip()
         if sam and not os.path.isfile(sam):
             raise LayerError(f"SAM checkpoint not found: {sam}; choose the file or clear the field")
         output = self.output_widget.filePath().strip()
-        output_path = Path(output) if output else default_output(layer.name())
+        output_path = Path(output) if output else self.default_output_and_place(layer)[0]
         if output_path.suffix.lower() not in (".tif", ".tiff"):
             output_path = output_path.with_name(output_path.name + ".tif")
         bounds = self.view_bounds(layer) if self.extent_combo.currentIndex() == EXTENT_VIEW else None
@@ -260,6 +335,7 @@ class ClassifyPanel(QWidget):
             confidence=output_path.with_name(output_path.stem + "_confidence.tif")
             if self.confidence_check.isChecked() else None,
             bounds=bounds, band_indexes=parse_bands(self.bands_edit.text()),
+            input_scale=self.input_scale_combo.currentData() or "auto",
         )
 
     def view_bounds(self, layer: QgsRasterLayer) -> Tuple[float, float, float, float]:
@@ -336,18 +412,18 @@ class ClassifyPanel(QWidget):
             return
         result = outcome.result
         try:
-            layer, _ = add_classification(result.output, self._classes, f"{request.source.layer_name} classes",
-                                          result.confidence)
+            layer, _ = add_classification(result.output, self._classes, confidence=result.confidence)
         except LayerError as exc:
             self._fail(str(exc))
             return
         self.result_layer_ids = [layer.id()]
         self.progress_bar.setValue(100)
-        self.status_label.setText(f"Done in {result.seconds:.1f} s on {result.device}: {result.output}")
+        self.status_label.setText(messages.breakable(f"Done in {result.seconds:.1f} s on {result.device}: layer "
+                                                     f"{layer.name()}, file {result.output}"))
         self.summary.setHtml(self.summary_html(result))
         for note in result.warnings:
-            messages.log(note, Qgis.Warning)
-        messages.success(self.iface, f"classified {request.source.layer_name} into {result.output.name}",
+            messages.log(for_the_plugin(note), Qgis.Warning)
+        messages.success(self.iface, f"Classified {request.source.layer_name} into {result.output.name}",
                          details=f"run record: {result.record}")
         self.classified.emit(layer.id())
 
@@ -357,18 +433,22 @@ class ClassifyPanel(QWidget):
             f"<td align='right'>{share:.1%}</td><td align='right'>{area}</td><td align='right'>{pixels:,}</td></tr>"
             for colour, name, pixels, share, area in area_summary(result, self._classes)
         )
-        notes = "".join(f"<p style='color:#b36b00'>{html.escape(w)}</p>" for w in result.warnings)
+        notes = "".join(f"<p style='color:#b36b00'>{html.escape(for_the_plugin(w))}</p>" for w in result.warnings)
         return ("<table width='100%' cellspacing='2'><tr><th align='left'>class</th><th>share</th><th>area</th>"
                 f"<th>pixels</th></tr>{rows}</table>{notes}")
 
     # --- from the Fine-tune tab -----------------------------------------------------------------
 
     def offer_model(self, model_path: str, layer_id: str) -> None:
-        """Prefill a freshly trained model and the layer it was trained on, ready to classify."""
+        """Prefill a freshly trained model and the layer it was trained on, ready to classify; the results
+        of the previous model (status, area table) are cleared."""
         self.model_widget.setFilePath(model_path)
         layer = QgsProject.instance().mapLayer(layer_id)
         if layer is not None:
             self.layer_combo.setLayer(layer)
+        if self.task is None:
+            self.summary.clear()
+            self.progress_bar.setValue(0)
         self.status_label.setText(f"New model {Path(model_path).name} is ready: click \"Classify SAR layer\".")
         self.update_fit()
 
