@@ -191,13 +191,106 @@ def default_class_rows(kind: str, values: list, palette: List[str]) -> List[Tupl
     """Table rows (field value, class value, name, colour) for a field's distinct values.
 
     Integer fields keep their values (the core matches polygons by value); text fields get class
-    values 0..K-1 and keep the text as the name (the core matches polygons by name).
+    values 0..K-1 and keep the text as the name (the core matches polygons by name). Names that are
+    known land-cover words get their usual map colour (:func:`class_colour`), the others the palette's
+    colours not taken yet.
     """
-    rows = []
-    for i, value in enumerate(values):
-        color = palette[i % len(palette)]
-        if kind == "integer":
-            rows.append((value, int(value), f"class {value}", color))
-        else:
-            rows.append((value, i, str(value), color))
+    names = [f"class {v}" if kind == "integer" else str(v) for v in values]
+    known: List[Optional[str]] = []
+    for name in names:
+        colour = class_colour(name)
+        known.append(colour if colour is not None and colour not in known else None)
+    spare = [c for c in palette if c not in known] or list(palette)
+    rows, unknown = [], 0
+    for i, (value, name) in enumerate(zip(values, names)):
+        colour = known[i]
+        if colour is None:
+            colour, unknown = spare[unknown % len(spare)], unknown + 1
+        rows.append((value, int(value) if kind == "integer" else i, name, colour))
     return rows
+
+
+# Land-cover words and their usual map colours (CORINE-like hues), the first match wins.
+CLASS_COLOURS: List[Tuple[Tuple[str, ...], str]] = [
+    (("water", "river", "rivers", "lake", "lakes", "sea", "ocean", "reservoir", "pond", "flood", "flooded"),
+     "#1f78b4"),
+    (("wetland", "wetlands", "marsh", "swamp", "bog", "mangrove", "mangroves"), "#35978f"),
+    (("forest", "forests", "woodland", "wood", "woods", "trees", "tree"), "#1b7837"),
+    (("urban", "built", "building", "buildings", "settlement", "settlements", "city", "town", "village",
+      "residential", "industrial", "artificial"), "#d7191c"),
+    (("cropland", "crop", "crops", "agriculture", "agricultural", "farmland", "arable", "field", "fields",
+      "cultivated", "paddy", "rice"), "#f0e442"),
+    (("bare", "soil", "sand", "desert", "rock", "barren", "fallow"), "#c8a064"),
+    (("grassland", "grass", "meadow", "meadows", "pasture", "pastures", "rangeland", "herbaceous"), "#a6d96a"),
+    (("shrub", "shrubs", "shrubland", "scrub", "bush"), "#8c9c3c"),
+    (("vegetation", "vegetated", "green"), "#4daf4a"),
+    (("snow", "ice", "glacier"), "#e6f5ff"),
+    (("road", "roads", "street", "streets", "railway"), "#7f7f7f"),
+]
+NEGATIONS = ("not", "non", "no", "other", "background", "unclassified", "nodata")
+NEUTRAL_COLOUR = "#9b9b9b"
+
+
+def class_colour(name: str) -> Optional[str]:
+    """The usual map colour of a land-cover class name ("water" blue, "forest" dark green, "urban" red,
+    "cropland" yellow, "bare soil" tan...), grey for "not water", "other", "background"; None when the
+    name says nothing known."""
+    words = [w for w in "".join(c if c.isalnum() else " " for c in name.lower()).split() if w]
+    if not words:
+        return None
+    if words[0] in NEGATIONS:
+        return NEUTRAL_COLOUR
+    for keys, colour in CLASS_COLOURS:
+        if any(word in keys for word in words):
+            return colour
+    return None
+
+
+# Names of class fields, best first; and of identifier fields, never a class field.
+CLASS_FIELD_NAMES = ("class", "classname", "class_name", "landcover", "land_cover", "lulc", "lc", "label", "labels",
+                     "category", "cover", "type", "classe", "klasse", "clase", "code", "value", "name")
+ID_FIELD_NAMES = ("fid", "id", "gid", "ogc_fid", "objectid", "object_id", "oid", "pk", "uid", "uuid", "rowid")
+
+
+def _looks_like_an_id(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in ID_FIELD_NAMES or lowered.endswith("_id") or lowered.endswith("_fid")
+
+
+def class_field_candidates(layer: QgsVectorLayer) -> List[str]:
+    """The layer's fields that could hold classes, best first.
+
+    Never the feature id or a primary key, nor a field named like an identifier (``id``, ``osm_id``...);
+    only integer, whole-number and text fields. Preferred: fields with between 2 and 254 distinct values,
+    then a field named like a class field (class, landcover, label, type... in that order), then text
+    fields (class names) before numbers, then the layer's field order.
+    """
+    fields = layer.fields()
+    keys = set(layer.primaryKeyAttributes())
+    scored = []
+    for index in range(fields.count()):
+        field = fields.at(index)
+        name = field.name()
+        if index in keys or _looks_like_an_id(name):
+            continue
+        if field.type() not in INTEGER_TYPES | REAL_TYPES | TEXT_TYPES:
+            continue
+        lowered = name.lower()
+        named = next((rank for rank, known in enumerate(CLASS_FIELD_NAMES) if lowered == known or
+                      lowered.startswith(known + "_") or lowered.endswith("_" + known)), len(CLASS_FIELD_NAMES))
+        distinct = [v for v in layer.uniqueValues(index, 256) if v is not None and str(v).strip() != ""
+                    and not (isinstance(v, QVariant) and v.isNull())]
+        if field.type() in REAL_TYPES and any(float(v) != int(float(v)) for v in distinct):
+            continue  # measurements (areas, lengths), not class values
+        usable = 2 <= len(distinct) <= 254
+        text = field.type() in TEXT_TYPES
+        scored.append(((not usable, named, not text, index), name))
+    return [name for _, name in sorted(scored)]
+
+
+def guess_class_field(layer) -> str:
+    """The best class field of a polygon layer (see :func:`class_field_candidates`), or "" when none."""
+    if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+        return ""
+    candidates = class_field_candidates(layer)
+    return candidates[0] if candidates else ""

@@ -4,6 +4,7 @@ the Model Designer, batch mode and ``qgis_process``. Same engine call as the doc
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from qgis.core import (
@@ -24,11 +25,15 @@ from qgis.core import (
 )
 
 from ..layers import LayerError, raster_source
+from ..messages import for_the_dock
 from ..polygon_source import PolygonFile, PolygonSourceError, check_overlap
-from ..tasks.train_task import describe_outcome, history_lines, run_training, training_job
+from ..tasks.classify_task import parse_bands
+from ..tasks.train_task import describe_outcome, history_lines, progress_fraction, run_training, training_job
 
 DEVICES = ["auto", "cpu", "cuda"]
+SCALES = ["auto", "db", "linear", "amplitude"]
 DEFAULT_BACKBONE = "vit_tiny"
+DEFAULT_MINUTES = 10.0
 
 
 def _backbone_names() -> list:
@@ -48,12 +53,16 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
     CLASSES = "CLASSES"
     BACKBONE = "BACKBONE"
     SAM_CHECKPOINT = "SAM_CHECKPOINT"
+    TIME_BUDGET = "TIME_BUDGET"
     EPOCHS = "EPOCHS"
     STEPS_PER_EPOCH = "STEPS_PER_EPOCH"
     BATCH_SIZE = "BATCH_SIZE"
     LEARNING_RATE = "LEARNING_RATE"
     VAL_FRACTION = "VAL_FRACTION"
     TILE_SIZE = "TILE_SIZE"
+    BANDS = "BANDS"
+    INPUT_SCALE = "INPUT_SCALE"
+    MODEL_SCALE = "MODEL_SCALE"
     DEVICE = "DEVICE"
     OUTPUT = "OUTPUT"
     BEST_MIOU = "BEST_MIOU"
@@ -71,7 +80,10 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             "values or text names; polygons in any CRS; unlabelled pixels are ignored). Writes the model file of "
             "the best validation mIoU, a training log (.log.csv) and a resumable state (.state.pt) beside it. "
             "Cancelling keeps the best model so far. Classes: leave empty to take every value of the field, or "
-            "give VALUE:NAME[:#RRGGBB],... (for a text field, NAME is the text)."
+            "give VALUE:NAME[:#RRGGBB],... (for a text field, NAME is the text). Training time: minutes to train "
+            "for (epochs run until it is spent); 0 trains for Epochs x Steps per epoch, as does a call that sets "
+            "Epochs but not Training time. Learning rate: empty or 0 takes 1e-3 for backbones trained from "
+            "scratch (vit_tiny), 2e-4 for adapters on SAM (vit_b/l/h)."
         )
 
     def createInstance(self):  # noqa: N802
@@ -95,11 +107,15 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             self.SAM_CHECKPOINT, "SAM checkpoint (vit_b/l/h only)", optional=True,
             fileFilter="SAM checkpoint (*.pth *.pt)"))
         self.addParameter(QgsProcessingParameterNumber(
-            self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer, 10, minValue=1))
+            self.TIME_BUDGET, "Training time in minutes (0: Epochs x Steps per epoch)",
+            QgsProcessingParameterNumber.Double, DEFAULT_MINUTES, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.EPOCHS, "Epochs (when Training time is 0)", QgsProcessingParameterNumber.Integer, 10, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
             self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, 4, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Double, 2e-4, minValue=1e-8))
+            self.LEARNING_RATE, "Learning rate (empty: auto, by backbone)", QgsProcessingParameterNumber.Double,
+            None, optional=True, minValue=0.0))
         self.addParameter(QgsProcessingParameterNumber(
             self.VAL_FRACTION, "Validation fraction", QgsProcessingParameterNumber.Double, 0.2, minValue=0.0,
             maxValue=0.9))
@@ -108,6 +124,12 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                                          QgsProcessingParameterNumber.Integer, 50, minValue=1),
             QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the backbone's default)",
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
+            QgsProcessingParameterString(self.BANDS, "Bands, 1-based, in order (e.g. 1,2; empty: the raster's)",
+                                         optional=True),
+            QgsProcessingParameterEnum(self.INPUT_SCALE, "Input scale", options=SCALES, defaultValue="auto",
+                                       usesStaticStrings=True),
+            QgsProcessingParameterEnum(self.MODEL_SCALE, "Model scale (auto: dB; 8-bit images: amplitude)",
+                                       options=SCALES, defaultValue="auto", usesStaticStrings=True),
             QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue="auto",
                                        usesStaticStrings=True),
         ]
@@ -136,6 +158,9 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                 raise PolygonSourceError(f"the training polygons could not be read from {path}")
             check_overlap(vector, field_name, raster.extent(), raster.crs(), raster.name())
             classes = self._classes(parameters, context, polygons, field_name)
+            minutes = self.parameterAsDouble(parameters, self.TIME_BUDGET, context)
+            if self.TIME_BUDGET not in parameters and parameters.get(self.EPOCHS) is not None:
+                minutes = 0.0  # a call that sets Epochs alone (scripts, qgis_process) trains by epochs
             job = training_job(
                 image, polygons, field_name, classes, self.parameterAsFileOutput(parameters, self.OUTPUT, context),
                 self.parameterAsEnumString(parameters, self.BACKBONE, context),
@@ -143,25 +168,34 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                 epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
                 steps_per_epoch=self.parameterAsInt(parameters, self.STEPS_PER_EPOCH, context),
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                lr=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+                lr=self.parameterAsDouble(parameters, self.LEARNING_RATE, context) or None,
+                time_budget=minutes or None,
+                input_scale=self.parameterAsEnumString(parameters, self.INPUT_SCALE, context) or "auto",
+                model_scale=self.parameterAsEnumString(parameters, self.MODEL_SCALE, context) or "auto",
+                band_indexes=parse_bands(self.parameterAsString(parameters, self.BANDS, context) or ""),
                 val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
                 tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
                 device=self.parameterAsEnumString(parameters, self.DEVICE, context),
             )
         except (LayerError, PolygonSourceError, ValueError) as exc:
-            raise QgsProcessingException(str(exc)) from None
+            raise QgsProcessingException(for_the_dock(str(exc))) from None
+        timed = job.config.time_budget is not None
 
         def progress(info: dict) -> None:
-            if "loss" in info:
-                done = (info["epoch"] - 1) * info["steps"] + info["step"]
-                feedback.setProgress(100.0 * done / (info["epochs"] * info["steps"]))
-            else:
-                feedback.pushInfo(f"epoch {info['epoch']}/{info['epochs']}: training loss {info['train_loss']:.4f}, "
-                                  f"validation mIoU {info['val_miou']:.3f} (best {info['best_miou']:.3f})")
+            fraction = progress_fraction(info)
+            if fraction is not None:
+                feedback.setProgress(100.0 * fraction)
+            if "val_miou" in info:
+                of = f"of about {info['epochs']}" if timed else f"/{info['epochs']}"
+                feedback.pushInfo(f"epoch {info['epoch']}{' ' if timed else ''}{of}: training loss "
+                                  f"{info['train_loss']:.4f}, validation mIoU {info['val_miou']:.3f} "
+                                  f"(best {info['best_miou']:.3f})")
+
+        def log(level: int, message: str) -> None:
+            (feedback.pushWarning if level >= logging.WARNING else feedback.pushInfo)(for_the_dock(message))
 
         try:
-            outcome = run_training(job, progress, feedback.isCanceled,
-                                   log=lambda level, message: feedback.pushWarning(message))
+            outcome = run_training(job, progress, feedback.isCanceled, log=log)
         finally:
             job.remove_temporary_files()
         if outcome.details:

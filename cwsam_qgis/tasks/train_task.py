@@ -17,6 +17,8 @@ from typing import Callable, List, Optional, Sequence
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from ..messages import for_the_dock
+
 LOG_TAG = "CWSAM"
 
 
@@ -77,10 +79,14 @@ def expected_errors() -> tuple:
 
 
 class _ForwardHandler(logging.Handler):
-    """Hands the engine's log records (``logging`` "cwsam") to a sink: the log panel or Processing feedback."""
+    """Hands the engine's log records (``logging`` "cwsam") to a sink: the log panel or Processing feedback.
+
+    Information records come too: the engine says with them what it adjusted (smaller validation blocks
+    on a small image), which the dock shows.
+    """
 
     def __init__(self, sink: Callable[[int, str], None]) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -100,11 +106,15 @@ def engine_log(sink: Callable[[int, str], None]):
     """Forward the engine's warnings (ignored label values, repaired polygons...) while training runs."""
     logger = logging.getLogger("cwsam")
     handler = _ForwardHandler(sink)
+    level = logger.level
     logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
     try:
         yield
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def run_training(job: TrainingJob, progress: Optional[Callable[[dict], None]] = None,
@@ -142,13 +152,18 @@ class TrainTask(QgsTask):
     """Trains one model. Signals carry the engine's progress dictionaries' values.
 
     Signals:
-      step_done(epoch, epochs, step, steps, loss): after each optimizer step (epoch and step from 1).
+      step_done(epoch, epochs, step, steps, loss): after each optimizer step (epoch and step from 1; with
+        a training time, ``epochs`` is the engine's estimate of the whole run).
       epoch_done(epoch, epochs, val_miou, train_loss, best_miou): after each validation pass.
+      fraction_done(fraction): how much of the run is done, in [0, 1] (of the time, or of the steps).
+      note(text): something the engine adjusted or warns about, worded for the dock.
       outcome_ready(TrainOutcome): in the main thread, once, when the task ends in any way.
     """
 
     step_done = pyqtSignal(int, int, int, int, float)
     epoch_done = pyqtSignal(int, int, float, float, float)
+    fraction_done = pyqtSignal(float)
+    note = pyqtSignal(str)
     outcome_ready = pyqtSignal(object)
 
     def __init__(self, job: TrainingJob, description: str = "CWSAM fine-tuning") -> None:
@@ -157,17 +172,23 @@ class TrainTask(QgsTask):
         self.outcome = TrainOutcome()
 
     def _progress(self, info: dict) -> None:
+        fraction = progress_fraction(info)
+        if fraction is not None:
+            self.setProgress(100.0 * fraction)
+            self.fraction_done.emit(fraction)
         epochs = int(info["epochs"])
         if "loss" in info:
-            epoch, step, steps = int(info["epoch"]), int(info["step"]), int(info["steps"])
-            self.setProgress(100.0 * ((epoch - 1) * steps + step) / max(1, epochs * steps))
-            self.step_done.emit(epoch, epochs, step, steps, float(info["loss"]))
+            self.step_done.emit(int(info["epoch"]), epochs, int(info["step"]), int(info["steps"]), float(info["loss"]))
         elif "val_miou" in info:
             self.epoch_done.emit(int(info["epoch"]), epochs, float(info["val_miou"]), float(info["train_loss"]),
                                  float(info["best_miou"]))
 
+    def _log(self, level: int, message: str) -> None:  # worker thread
+        log_to_panel(level, message)
+        self.note.emit(for_the_dock(message))
+
     def run(self) -> bool:  # worker thread
-        self.outcome = run_training(self.job, self._progress, self.isCanceled)
+        self.outcome = run_training(self.job, self._progress, self.isCanceled, log=self._log)
         return self.outcome.result is not None
 
     def finished(self, result: bool) -> None:  # main thread
@@ -179,17 +200,28 @@ class TrainTask(QgsTask):
         self.outcome_ready.emit(self.outcome)
 
 
+def progress_fraction(info: dict) -> Optional[float]:
+    """How much of the run a progress dictionary says is done, in [0, 1]: the engine's "fraction" (of the
+    training time or of the steps), else steps done over all steps; None for a dictionary without either."""
+    if info.get("fraction") is not None:
+        return min(1.0, max(0.0, float(info["fraction"])))
+    if "step" in info:
+        done = (int(info["epoch"]) - 1) * int(info["steps"]) + int(info["step"])
+        return min(1.0, done / max(1, int(info["epochs"]) * int(info["steps"])))
+    return None
+
+
 def describe_outcome(outcome: TrainOutcome) -> str:
-    """One line for the message bar."""
+    """One line for the message bar, worded for the dock."""
     if outcome.error:
-        return f"Fine-tuning failed: {outcome.error}"
+        return f"Fine-tuning failed: {for_the_dock(outcome.error)}"
     result = outcome.result
     if result is None:
         return "Fine-tuning cancelled before the first epoch ended: no model was written."
     if result.best_epoch > 0:
         quality = f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}"
     else:
-        quality = "no validation part, last weights kept"
+        quality = "no validation part, the last weights are kept"
     head = "Fine-tuning cancelled; the best model so far is kept" if outcome.cancelled else "Fine-tuning done"
     return f"{head} ({quality}): {result.model_path}"
 
@@ -209,6 +241,9 @@ def model_output_path(path: str | Path) -> Path:
     return path if path.name.endswith(MODEL_SUFFIX) else path.with_name(path.name + MODEL_SUFFIX)
 
 
+SCALES = ("auto", "db", "linear", "amplitude")
+
+
 def training_job(
     raster,
     polygons,
@@ -220,16 +255,23 @@ def training_job(
     epochs: int = 10,
     steps_per_epoch: int = 50,
     batch_size: int = 4,
-    lr: float = 2e-4,
+    lr: Optional[float] = None,
     val_fraction: float = 0.2,
     tile_size: Optional[int] = None,
     device: str = "auto",
+    time_budget: Optional[float] = None,
+    input_scale: str = "auto",
+    model_scale: str = "auto",
+    band_indexes: Optional[Sequence[int]] = None,
 ) -> TrainingJob:
     """The engine's sources and config for a raster (a ``layers.RasterSource`` or a path) and a polygon
     file (a ``PolygonFile``); the job deletes both where they are temporary exports.
 
     ``classes`` are ``cwsam_core.model_file.ClassInfo``: for an integer field, ``value`` is the field
-    value; for a text field, ``name`` is the text. Raises ValueError with a message for bad settings.
+    value; for a text field, ``name`` is the text. ``time_budget`` (minutes) trains until the time is
+    spent (None or 0: ``epochs`` of ``steps_per_epoch`` steps); ``lr`` None takes the engine's rate for
+    the kind of training (from scratch or adapters on SAM). Raises ValueError with a message, naming the
+    dock's fields, for bad settings.
     """
     from cwsam_core.build import backbone_config
     from cwsam_core.training import TrainConfig, TrainingSource
@@ -244,17 +286,28 @@ def training_job(
     if not output.parent.is_dir():
         raise ValueError(f"the output folder does not exist: {output.parent}")
     if tile_size and tile_size % 16:
-        raise ValueError(f"tile size must be a multiple of 16 pixels, got {tile_size}")
+        raise ValueError(f"Tile size must be a multiple of 16 pixels, got {tile_size}")
+    if time_budget is not None and time_budget < 0:
+        raise ValueError(f"Training time must be more than 0 minutes, got {time_budget:g}")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"Learning rate must be more than 0 (or auto), got {lr:g}")
+    for name, scale in (("Input scale", input_scale), ("Model scale", model_scale)):
+        if scale not in SCALES:
+            raise ValueError(f"{name} must be one of {', '.join(SCALES)}, got {scale!r}")
     image = Path(getattr(raster, "path", raster))
     source = TrainingSource(image=image, polygons=Path(polygons.path), class_field=class_field,
                             layer=polygons.layer)
+    budget = float(time_budget) if time_budget else None
+    steps = int(epochs) * int(steps_per_epoch)
     train_config = TrainConfig(
         backbone=backbone, classes=list(classes), output=output,
         sam_checkpoint=Path(sam_checkpoint) if sam_checkpoint and config.sam_checkpoint else None,
         tile_size=tile_size or None, epochs=int(epochs), steps_per_epoch=int(steps_per_epoch),
-        batch_size=int(batch_size), lr=float(lr), val_fraction=float(val_fraction), device=device,
-        # Short runs from the dock would otherwise spend most of their steps warming up.
-        warmup_steps=min(20, max(1, int(epochs) * int(steps_per_epoch) // 10)),
+        batch_size=int(batch_size), lr=float(lr) if lr else None, val_fraction=float(val_fraction), device=device,
+        time_budget=budget, input_scale=input_scale, model_scale=model_scale,
+        band_indexes=[int(b) for b in band_indexes] if band_indexes else None,
+        # Short runs by steps would otherwise spend most of their steps warming up.
+        warmup_steps=20 if budget else min(20, max(1, steps // 10)),
     )
     cleanup = [polygons.remove] if polygons.temporary else []
     if hasattr(raster, "cleanup"):

@@ -24,7 +24,8 @@ class TrainingPlot(QWidget):
         self.figure = Figure(figsize=(4.0, 2.4), dpi=90, tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.canvas.setMinimumHeight(160)
+        # Tall enough for both axes' labels whatever the screen: a short dock scrolls the tab instead.
+        self.canvas.setMinimumHeight(220)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)
@@ -57,9 +58,13 @@ class TrainingPlot(QWidget):
         self._refresh()
 
     def add_miou(self, epoch: int, miou: float) -> None:
-        """The validation mIoU after ``epoch`` (from 1); NaN (no validation part) is not drawn."""
+        """The validation mIoU after ``epoch`` (from 1), drawn where that epoch's last step is (an epoch cut
+        short by the training time ends before ``epoch``); NaN (no validation part) is not drawn."""
         if miou == miou:
-            self.miou_points.append((float(epoch), float(miou)))
+            x = float(epoch)
+            if self.loss_points and epoch - 1 < self.loss_points[-1][0] <= epoch:
+                x = self.loss_points[-1][0]
+            self.miou_points.append((x, float(miou)))
             self._refresh()
 
     def _refresh(self) -> None:
@@ -67,5 +72,9 @@ class TrainingPlot(QWidget):
         self._miou_line.set_data([p[0] for p in self.miou_points], [p[1] for p in self.miou_points])
         self.loss_axes.relim()
         self.loss_axes.autoscale_view()
+        xs = [p[0] for p in self.loss_points + self.miou_points]
+        if xs:
+            low, high = min(xs + [0.0]), max(xs)
+            self.loss_axes.set_xlim(low, high + 0.03 * max(high - low, 1e-3))
         self.miou_axes.set_ylim(0.0, 1.0)
         self.canvas.draw_idle()
