@@ -36,7 +36,7 @@ BACKBONES: Dict[str, BackboneConfig] = {
                             description="SAM ViT-H (large GPU)"),
     # Small configurations with SAM's layout, trained from scratch: CPU machines, the demo, tests.
     "vit_tiny": BackboneConfig(256, 6, 4, (2, 5), window_size=8, prompt_dim=64, decoder_mlp_dim=256,
-                               decoder_heads=4, iou_head_hidden_dim=64, default_input_size=256, refine_channels=24,
+                               decoder_heads=4, iou_head_hidden_dim=64, default_input_size=128, refine_channels=8,
                                description="small ViT trained from scratch (CPU, no SAM weights)"),
     "vit_nano": BackboneConfig(64, 2, 2, (1,), window_size=4, prompt_dim=32, decoder_mlp_dim=64,
                                decoder_heads=2, iou_head_hidden_dim=32, default_input_size=128, refine_channels=8,

@@ -266,7 +266,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                         help="share of training windows centred on a pixel of a class drawn uniformly, so rare "
                         "classes are seen (default 0.5)")
     parser.add_argument("--class-weights", help="loss weight per class, in class order, e.g. 1,4 "
-                        "(default: inverse square root of the training labels' class frequencies)")
+                        "(default: equal weights from scratch; with a SAM checkpoint the inverse square root of the training "
+                        "labels' class frequencies)")
     parser.add_argument("--dice", type=float, default=0.0, help="weight of a Dice term added to cross-entropy")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more compute")
     parser.add_argument("--device", default="auto")

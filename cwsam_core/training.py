@@ -84,7 +84,7 @@ class TrainConfig:
     warmup_steps: int = 20
     time_budget: Optional[float] = None  # minutes; when set, epochs run until it is spent
     val_fraction: float = 0.2
-    class_weights: Optional[List[float]] = None  # None: inverse square-root frequency of the training labels
+    class_weights: Optional[List[float]] = None  # None: equal from scratch, inverse sqrt frequency with SAM
     dice_weight: float = 0.0
     balanced_sampling: float = 0.5  # share of windows centred on a pixel of a class drawn uniformly
     augment: bool = True
@@ -497,6 +497,10 @@ class _Clock:
         self._started = time.perf_counter()
         self._warm_seconds: Optional[float] = None  # when warm-up ended, on the budget's clock
 
+    def start(self) -> None:
+        """Start counting training time (set-up and data checks before the first step do not count)."""
+        self._started = time.perf_counter()
+
     @property
     def seconds(self) -> float:
         return self._before + time.perf_counter() - self._started
@@ -571,8 +575,15 @@ def train(
                                      [s.dataset.width * s.dataset.height for s in training_sources])
         for reader in readers:
             reader.stats = stats
-        weights = (torch.tensor(config.class_weights, dtype=torch.float32) if config.class_weights
-                   else class_weights_from_counts(counts))
+        # Without given weights: plain cross-entropy from scratch (inverse-frequency weights made small
+        # models trade the common classes for the rare ones on real SAR), inverse square-root frequency
+        # weights for adapters on SAM, as before.
+        if config.class_weights:
+            weights = torch.tensor(config.class_weights, dtype=torch.float32)
+        elif model.pretrained_encoder:
+            weights = class_weights_from_counts(counts)
+        else:
+            weights = torch.ones(len(config.classes))
         loss_fn = SegmentationLoss(weights.to(device), config.dice_weight)
         model.to(device).train()
         parameters = [p for p in model.parameters() if p.requires_grad]
@@ -593,6 +604,7 @@ def train(
         )
         data_fingerprint = [_fingerprint(given, source in training_sources) for given, source in zip(sources, opened)]
         cancelled = finished = False
+        clock.start()
         epochs = itertools.count(start_epoch) if clock.budget is not None else range(start_epoch, config.epochs)
         for epoch in epochs:
             started = time.perf_counter()
