@@ -79,7 +79,7 @@ def test_classify_adds_a_styled_layer_on_the_input_grid(dock, qtbot, tmp_path, m
     layer = add_raster(write_sar(tmp_path / "sar.tif"))
     panel.layer_combo.setLayer(layer)
     panel.model_widget.setFilePath(str(model_file))
-    assert "Model expects" in panel.fit_label.text() and "values look like <b>db</b>" in panel.fit_label.text()
+    assert "Model expects" in panel.fit_label.text() and "values look like <b>dB</b>" in panel.fit_label.text()
     panel.output_widget.setFilePath(str(tmp_path / "out" / "classes.tif"))
     (tmp_path / "out").mkdir()
     panel.confidence_check.setChecked(True)
@@ -90,7 +90,7 @@ def test_classify_adds_a_styled_layer_on_the_input_grid(dock, qtbot, tmp_path, m
     group = QgsProject.instance().layerTreeRoot().findGroup(GROUP_NAME)
     assert group is not None
     names = [child.layer().name() for child in group.findLayers()]
-    assert names == ["sar classes", "sar classes confidence (%)"]  # confidence below the classes
+    assert names == ["classes", "classes_confidence"]  # named after their files; confidence below the classes
     result_layer = group.findLayers()[0].layer()
     renderer = result_layer.renderer()
     assert isinstance(renderer, QgsPalettedRasterRenderer)
@@ -104,8 +104,17 @@ def test_classify_adds_a_styled_layer_on_the_input_grid(dock, qtbot, tmp_path, m
     assert values <= {1, 2, 5} and values
     summary = panel.summary.toPlainText()
     assert "class" in summary and any(c.name in summary for c in CLASSES)
-    assert "ha" in summary  # areas of a metric CRS
-    assert any("classified sar" in text for text in bar_texts(iface))
+    assert "ha" in summary and "km²" not in summary  # areas of a metric CRS, all in one unit
+    assert [text for text in bar_texts(iface) if "Classified sar" in text] == bar_texts(iface)  # one message
+    # CWSAM's outputs are results, not inputs: the layer chooser leaves them out.
+    offered = [panel.layer_combo.layer(i) for i in range(panel.layer_combo.count())]
+    assert layer in offered and not [lyr for lyr in offered if lyr.name().startswith("classes")]
+    # Also when the user adds such a file by hand (its run record is beside it).
+    again = add_raster(outcome.result.output, "again")
+    assert again not in [panel.layer_combo.layer(i) for i in range(panel.layer_combo.count())]
+    # A new input clears what was said about the previous one.
+    panel.layer_combo.setLayer(add_raster(write_sar(tmp_path / "other.tif"), "other"))
+    assert panel.status_label.text() == "" and panel.summary.toPlainText() == ""
 
 
 def test_cancel_leaves_no_layer_and_no_file(dock, qtbot, tmp_path, model_file):
@@ -285,3 +294,19 @@ def test_unloading_during_a_run_cancels_it_quietly(qgis_app, qtbot, tmp_path, mo
     assert not (tmp_path / "classes.tif").exists()
     assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()] == ["sar"]
     QgsProject.instance().clear()
+
+
+def test_area_table_uses_one_unit():
+    from types import SimpleNamespace
+
+    from cwsam_qgis.tasks.classify_task import area_summary
+
+    classes = [SimpleNamespace(value=v, color="#000000") for v in (1, 2, 3)]
+    small = SimpleNamespace(pixel_counts={1: 50, 2: 15_000, 3: 2_000_000}, class_names={1: "a", 2: "b", 3: "c"},
+                            areas={1: 5_000.0, 2: 1_500_000.0, 3: 2e8}, area_unit="m2")
+    areas = [row[4] for row in area_summary(small, classes)]
+    assert areas == ["0.01 km²", "1.50 km²", "200.00 km²"]  # 201.5 km² in all: km² for every row
+    small.areas = {1: 5_000.0, 2: 1_500_000.0, 3: 2e7}
+    assert [row[4] for row in area_summary(small, classes)] == ["0.50 ha", "150.00 ha", "2,000.00 ha"]
+    small.area_unit = "px"
+    assert area_summary(small, classes)[0][4] == "5,000 px"

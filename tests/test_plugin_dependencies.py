@@ -161,3 +161,16 @@ def test_setup_tab_saves_the_environment_and_checks_again(qgis_app, tmp_path):
         assert "all Python dependencies found" in panel.status_label.text()
     finally:
         settings.set_value(settings.PYTHON_ENV, "")
+
+
+def test_setup_tab_names_the_real_interpreter_not_a_wrapper(monkeypatch):
+    """Inside QGIS on Debian sys.executable is the shell script /usr/bin/qgis: the Setup tab and the fix
+    commands name the Python interpreter itself."""
+    shim = Path("/usr/bin/qgis")
+    if shim.is_file():
+        monkeypatch.setattr(sys, "executable", str(shim))
+    python = dependencies.interpreter()
+    assert python.name.startswith("python") and python.is_file() and not python.is_symlink()
+    assert python.read_bytes()[:4] == b"\x7fELF"
+    details = dependencies.DependencyReport(None).details()
+    assert f"QGIS Python: {sys.version.split()[0]} ({python})" in details and "/usr/bin/qgis)" not in details

@@ -114,6 +114,8 @@ def panel(qgis_app, project_layers, tmp_path):
     widget.polygon_combo.setLayer(polygons)
     widget.field_combo.setField("cls")
     widget.backbone_combo.setCurrentIndex(widget.backbone_combo.findData("vit_nano"))
+    widget.time_spin.setValue(0)  # off: train by epochs (a fixed number of steps)
+    assert widget.time_budget() is None and widget.epochs_spin.isEnabled()
     widget.epochs_spin.setValue(3)
     widget.steps_spin.setValue(8)
     widget.batch_spin.setValue(4)
@@ -159,6 +161,8 @@ def test_train_on_memory_polygons_in_another_crs_then_classify(qtbot, panel, pro
     assert len(losses) == 3 * 8 and len(mious) == 3
     assert len(panel.plot.loss_points) == 3 * 8 and len(panel.plot.miou_points) == 3
     assert panel.progress_bar.value() == 100 and "best validation mIoU" in panel.last_message
+    assert panel.status_label.text().replace("\u200b", "") == panel.last_message
+    assert "lr" in read_model_card(model).provenance and read_model_card(model).provenance["lr"] == 3e-2
 
     card = read_model_card(model)
     assert [(c.value, c.name, c.color) for c in card.classes] == [
@@ -172,34 +176,43 @@ def test_train_on_memory_polygons_in_another_crs_then_classify(qtbot, panel, pro
     right, total = _pixels_inside_rectangles(raster_path, tmp_path / "classes.tif")
     assert right / total > 0.8, f"{right} of {total} labelled pixels right"
 
-    # The offer to classify (message bar and tab) hands the model and the raster to the Classify tab.
+    # The offer to classify (message bar and tab) classifies the raster with the new model in the Classify tab.
     assert panel.classify_button.text() == "Classify sar with this model"
-    item = panel.iface.messageBar().currentItem()
+    (item,) = [i for i in panel.iface.messageBar().items() if i.title() == "CWSAM"]
     assert "best validation mIoU" in item.text()
     (offer,) = [b for b in item.findChildren(QPushButton) if b.text() == "Classify sar with this model"]
-    with qtbot.waitSignal(panel.model_trained, timeout=1000) as offered:
-        offer.click()
-    assert offered.args == [str(model), raster.id()]
     from cwsam_qgis.dock import CwsamDock
 
     dock = panel.iface.mainWindow().findChild(CwsamDock)
-    assert dock.tabs.currentWidget() is dock.classify_panel
-    assert dock.classify_panel.model_widget.filePath() == str(model)
-    assert dock.classify_panel.layer_combo.currentLayer() is raster
+    classify = dock.classify_panel
+    classify.device_combo.setCurrentText("cpu")
+    classify.output_widget.setFilePath(str(tmp_path / "offered.tif"))
+    with qtbot.waitSignal(panel.model_trained, timeout=1000) as offered:
+        offer.click()
+    assert offered.args == [str(model), raster.id()]
+    assert dock.tabs.currentWidget() is classify
+    assert classify.model_widget.filePath() == str(model)
+    assert classify.layer_combo.currentLayer() is raster
+    assert classify.task is not None, classify.status_label.text()
+    qtbot.waitUntil(lambda: classify.task is None, timeout=30_000)
+    assert classify.last_outcome.result is not None, classify.last_outcome.error
+    assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values() if lyr.name() == "offered"]
+    assert len([i for i in panel.iface.messageBar().items() if i.title() == "CWSAM"]) == 1
 
 
 def test_cancel_keeps_the_best_model_so_far(qtbot, panel, tmp_path):
-    panel.epochs_spin.setValue(200)
+    panel.epochs_spin.setValue(20)
     with qtbot.waitSignal(panel.training_finished, timeout=60_000) as finished:
         assert panel.start_training(), panel.last_message
         panel.task.epoch_done.connect(lambda *a: panel.cancel_training())
     outcome = finished.args[0]
     assert outcome.cancelled and outcome.error is None
     history = outcome.result.history
-    assert 1 <= len(history) < 200
+    assert 1 <= len(history) < 20
     card = read_model_card(tmp_path / "model.cwsam.pt")  # a whole, readable model file
     assert card.provenance["epoch"] == outcome.result.best_epoch
     assert "cancelled" in panel.last_message and panel.train_button.isEnabled()
+    assert 0 < panel.progress_bar.value() < 100  # where the run stopped, never 100 % after Cancel
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "model.cwsam.pt", "model.cwsam.pt.log.csv", "model.cwsam.pt.state.pt"]
 
@@ -244,12 +257,16 @@ def test_only_polygon_layers_are_offered_and_classes_follow_the_field(panel, pro
     table.item(1, 0).setCheckState(Qt.Unchecked)
     assert [c.name for c in panel.classes()] == ["urban"]
     assert not panel.start_training() and "at least two classes" in panel.last_message
-    # Without an output file the model goes to a free name in the last output folder.
+    # Without an output file the model goes to a free name beside the raster (not the last output folder).
     settings.set_value(KEY_OUTPUT_FOLDER, str(tmp_path))
+    folder = Path(raster.source()).parent
     first = panel.default_output(raster)
-    assert first == tmp_path / "sar_cwsam.cwsam.pt"
+    assert first == folder / "sar_cwsam.cwsam.pt"
     first.write_bytes(b"an earlier model")
-    assert panel.default_output(raster) == tmp_path / "sar_cwsam_2.cwsam.pt"
+    try:
+        assert panel.default_output(raster) == folder / "sar_cwsam_2.cwsam.pt"
+    finally:
+        first.unlink()
 
 
 def test_processing_algorithm_trains_from_a_memory_layer(qgis_app, project_layers, tmp_path):
@@ -326,3 +343,129 @@ def test_polygon_files_the_core_reads(qgis_app, tmp_path):
         field_values(reals, "code")
     with pytest.raises(PolygonSourceError, match="has no field 'nope'"):
         polygon_file(reals, "nope")
+
+
+def test_training_time_learning_rate_scales_and_bands_reach_the_engine(qtbot, panel, tmp_path):
+    """A run by time: the progress follows the engine's "fraction", the epochs are an estimate, and the
+    dock's fields (auto learning rate, scales, bands) are what the engine got."""
+    panel.time_spin.setValue(0.1)  # 6 s
+    assert not panel.epochs_spin.isEnabled()
+    panel.lr_spin.setValue(0)  # auto
+    assert panel.learning_rate() is None and panel.lr_spin.text() == "auto (0.001 for vit_nano)"
+    panel.input_scale_combo.setCurrentIndex(panel.input_scale_combo.findData("db"))
+    panel.model_scale_combo.setCurrentIndex(panel.model_scale_combo.findData("linear"))
+    panel.bands_edit.setText("2,1")
+    fractions = []
+    with qtbot.waitSignal(panel.training_finished, timeout=90_000) as finished:
+        assert panel.start_training(), panel.last_message
+        assert "for 0.1 min" in panel.last_message
+        job = panel.task.job
+        assert job.config.time_budget == 0.1 and job.config.lr is None and job.config.band_indexes == [2, 1]
+        assert (job.config.input_scale, job.config.model_scale) == ("db", "linear")
+        panel.task.fraction_done.connect(fractions.append)
+    outcome = finished.args[0]
+    assert outcome.error is None, outcome.error
+    assert fractions and fractions == sorted(fractions) and 0 < fractions[-1] <= 1
+    assert panel.progress_bar.value() == 100
+    card = read_model_card(outcome.model_path)
+    assert card.bands == ["VH", "VV"] and card.input_scale == "linear"
+    assert card.provenance["lr"] == pytest.approx(1e-3) and card.provenance["time_budget"] == 0.1
+
+
+def test_tile_size_is_fitted_to_a_small_raster_and_said(panel, project_layers):
+    from cwsam_qgis.widgets.train_panel import fit_tile
+
+    assert fit_tile(0, 256, 512, 512) == (256, "")
+    tile, note = fit_tile(0, 1024, 512, 700)
+    assert tile == 512 and "instead of the backbone's 1024 px" in note and "512 x 700 px" in note
+    assert fit_tile(256, 256, 200, 150)[0] == 144 and fit_tile(0, 256, 40, 40)[0] == 64
+    panel.tile_spin.setValue(256)  # larger than the 192 px raster
+    job, raster, adjusted = panel._prepare()
+    try:
+        assert job.config.tile_size == 192 and raster is project_layers[0]
+        assert adjusted == ["Tile size 192 px instead of 256 px: the raster is 192 x 192 px (a tile larger than "
+                            "the raster would be mostly padding)."]
+    finally:
+        job.remove_temporary_files()
+    panel.tile_spin.setValue(0)  # the backbone's own (vit_nano: 128 px) fits: nothing adjusted
+    job, _, adjusted = panel._prepare()
+    job.remove_temporary_files()
+    assert job.config.tile_size == 128 and adjusted == []
+
+
+def test_messages_name_the_dock_fields_and_stay_one(qgis_app, panel, project_layers):
+    from cwsam_qgis import messages
+    from cwsam_qgis.tasks.train_task import TrainOutcome, describe_outcome
+
+    assert messages.for_the_dock("set the input scale explicitly, e.g. --input-scale db") == \
+        "set the input scale explicitly, e.g. Input scale: dB"
+    assert messages.for_the_dock("no CUDA GPU is available: use --device auto or cpu") == \
+        "no CUDA GPU is available: choose Device: auto or cpu"
+    assert messages.for_the_dock("choose them with --bands (e.g. --bands 2,1)") == "choose them in Bands (e.g. Bands 2,1)"
+    assert messages.for_the_dock("choose others with the bands option") == "choose others in Bands"
+    assert messages.for_the_dock("the training time (--time-budget 0.1) is short") == \
+        "the training time (Training time: 0.1) is short"
+    assert "--" not in describe_outcome(TrainOutcome(error="bad scale: use --model-scale amplitude"))
+    # One CWSAM item in the message bar at a time; the status line forgets the previous inputs.
+    bar = panel.iface.messageBar()
+    panel.tile_spin.setValue(40)
+    assert not panel.start_training() and "multiple of 16" in panel.last_message
+    panel.tile_spin.setValue(64)
+    panel.polygon_combo.setLayer(None)
+    assert not panel.start_training() and "Choose a polygon layer" in panel.last_message
+    assert [i.text() for i in bar.items() if i.title() == "CWSAM"] == [panel.last_message]
+    assert panel.status_label.text()
+    panel.polygon_combo.setLayer(project_layers[1])
+    assert panel.status_label.text() == "" and panel.field_combo.currentField() == "name"
+
+
+def test_processing_trains_for_a_time(qgis_app, project_layers, tmp_path):
+    from plugin_helpers import cwsam_processing
+
+    raster, polygons = project_layers
+    progress, infos = [], []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            infos.append(info)
+
+    feedback = Feedback()
+    feedback.progressChanged.connect(progress.append)
+    output = tmp_path / "timed.cwsam.pt"
+    with cwsam_processing() as processing:
+        result = processing.run("cwsam:train", {
+            "INPUT": raster, "POLYGONS": polygons, "CLASS_FIELD": "cls", "BACKBONE": "vit_nano",
+            "TIME_BUDGET": 0.05, "STEPS_PER_EPOCH": 4, "BATCH_SIZE": 4, "VAL_FRACTION": 0.25, "TILE_SIZE": 64,
+            "INPUT_SCALE": "db", "DEVICE": "cpu", "OUTPUT": str(output),
+        }, feedback=feedback)
+        with pytest.raises(QgsProcessingException, match="Bands takes"):
+            processing.run("cwsam:train", {"INPUT": raster, "POLYGONS": polygons, "CLASS_FIELD": "cls",
+                                           "BANDS": "VV", "OUTPUT": str(tmp_path / "none.cwsam.pt")})
+    assert Path(result["OUTPUT"]) == output and output.is_file()
+    card = read_model_card(output)
+    assert card.provenance["time_budget"] == 0.05 and card.provenance["lr"] == pytest.approx(1e-3)
+    assert progress and max(progress) == pytest.approx(100.0) and progress == sorted(progress)
+    assert any("of about" in line for line in infos), infos
+
+
+def test_engine_notes_reach_the_dock_in_its_words(qgis_app, panel):
+    """The engine's information and warnings (what it adjusted, what it left out) go to the log panel and,
+    worded for the dock, to the tab's notes."""
+    import logging
+
+    from cwsam_qgis.tasks.train_task import TrainingJob, TrainTask, engine_log
+
+    received = []
+    with engine_log(lambda level, message: received.append((level, message))):
+        logging.getLogger("cwsam").info("validation blocks of 64 px")
+        logging.getLogger("cwsam").debug("not for users")
+    assert received == [(logging.INFO, "validation blocks of 64 px")]
+    logging.getLogger("cwsam").info("after the run: not forwarded")
+    assert len(received) == 1
+    task = TrainTask(TrainingJob([], None))
+    task.note.connect(panel._add_note)
+    task._log(logging.WARNING, "sar.tif has 4 bands: choose others with the bands option")
+    assert panel.notes == ["sar.tif has 4 bands: choose others in Bands"]
+    assert panel.notes_label.isVisibleTo(panel) and "in Bands" in panel.notes_label.text()
+    panel.field_combo.setField("name")  # new inputs: the notes about the previous ones go
+    assert panel.notes == [] and not panel.notes_label.isVisibleTo(panel)
