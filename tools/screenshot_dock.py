@@ -1,19 +1,23 @@
-"""Render the CWSAM dock's Classify tab in use, offscreen, to docs/dock_classify.png.
+"""Render the CWSAM dock from one real run, offscreen: docs/dock_train.png and docs/dock_classify.png.
 
-The whole workflow on one real Sentinel-1 chip (or a simulated scene when ../shared/data is absent):
-training polygons are drawn from the chip's hand labels (cells of one class, in EPSG:3857 while the
-raster is in EPSG:4326), the Fine-tune tab trains a small model with them, its "Classify with this
-model" hands the model to the Classify tab, which classifies the chip; the dock is grabbed then
-(and after training too with --with-train; tools/screenshot_train.py makes docs/dock_train.png).
-Takes one to a few minutes on a 2-core CPU.
+The newcomer's path on the bundled demo: ``resources/demo/scene.tif`` (simulated Sentinel-1 VV/VH,
+512 x 512 px) and ``resources/demo/labels.gpkg`` (four small polygons per class, text field
+``landcover``) are added to an empty project with the dock open; the Fine-tune tab trains with its
+defaults (vit_tiny from scratch, class field, colours, learning rate, tile size and output chosen by
+the dock) for ``--minutes`` of training time; the tab is grabbed (dock_train.png); then "Classify scene
+with this model" classifies the scene and the Classify tab is grabbed (dock_classify.png).
 
-Usage: .venv/bin/python tools/screenshot_dock.py [--out docs] [--with-train] [--raster S1.tif --labels L.tif]
+The inputs are copied to a work folder first, so the model and class map land beside the copies,
+not in the repository. A few minutes on a 2-core CPU; run it with ``nice`` on a shared machine.
+
+Usage: nice .venv/bin/python tools/screenshot_dock.py [--minutes 4] [--out docs]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -23,11 +27,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 for _variable in ("PROJ_LIB", "PROJ_DATA"):  # rasterio brings its own PROJ (ENVIRONMENT.md, pitfall 7)
     os.environ.pop(_variable, None)
 REPO = Path(__file__).resolve().parents[1]
-CHIP = REPO.parent / "shared" / "data" / "sen1floods11_s1hand"
+DEMO = REPO / "resources" / "demo"
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 
-def wait(app, done, timeout: float = 600.0) -> None:
+def wait(app, done, timeout: float = 1800.0) -> None:
     started = time.monotonic()
     while not done():
         app.processEvents()
@@ -36,121 +40,84 @@ def wait(app, done, timeout: float = 600.0) -> None:
             raise SystemExit("timed out waiting for a task")
 
 
-def training_polygons(labels_path: Path, cell: int = 32, purity: float = 0.95):
-    """A memory polygon layer in EPSG:3857 with one square per label cell of (almost) one class."""
-    import numpy as np
-    import rasterio
-    from qgis.core import (
-        QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsField, QgsGeometry, QgsProject,
-        QgsRectangle, QgsVectorLayer,
-    )
-    from qgis.PyQt.QtCore import QVariant
-
-    layer = QgsVectorLayer("Polygon?crs=EPSG:3857", "training polygons", "memory")
-    layer.dataProvider().addAttributes([QgsField("class", QVariant.Int)])
-    layer.updateFields()
-    with rasterio.open(labels_path) as src:
-        labels, transform, crs = src.read(1), src.transform, src.crs.to_wkt()
-    to_layer = QgsCoordinateTransform(QgsCoordinateReferenceSystem.fromWkt(crs), layer.crs(), QgsProject.instance())
-    features = []
-    for row in range(0, labels.shape[0] - cell + 1, cell):
-        for col in range(0, labels.shape[1] - cell + 1, cell):
-            values, counts = np.unique(labels[row:row + cell, col:col + cell], return_counts=True)
-            best = int(values[counts.argmax()])
-            if best < 0 or counts.max() < purity * cell * cell:
-                continue
-            x0, y0 = transform * (col, row)
-            x1, y1 = transform * (col + cell, row + cell)
-            geometry = QgsGeometry.fromRect(QgsRectangle(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-            geometry.transform(to_layer)
-            feature = QgsFeature(layer.fields())
-            feature.setGeometry(geometry)
-            feature.setAttribute("class", best)
-            features.append(feature)
-    layer.dataProvider().addFeatures(features)
-    layer.updateExtents()
-    return layer
+def grab(app, dock, path: Path, width: int, height: int) -> None:
+    dock.setFloating(True)  # its own size, whatever the (offscreen) main window's
+    dock.resize(width, height)
+    dock.show()
+    for _ in range(5):
+        app.processEvents()
+        time.sleep(0.05)
+    dock.train_panel.plot.canvas.draw()
+    app.processEvents()
+    if not dock.grab().save(str(path)):
+        raise SystemExit(f"could not write {path}")
+    print(f"wrote {path}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=4.0, help="Training time of the run (default 4)")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
-    parser.add_argument("--raster", type=Path, default=CHIP / "S1Hand" / "Pakistan_849790_S1Hand.tif")
-    parser.add_argument("--labels", type=Path, default=CHIP / "LabelHand" / "Pakistan_849790_LabelHand.tif")
-    parser.add_argument("--with-train", action="store_true", help="also write dock_train.png after training")
+    parser.add_argument("--width", type=int, default=480)
+    parser.add_argument("--height", type=int, default=1000, help="dock height in px of the Classify tab")
+    parser.add_argument("--train-height", type=int, default=1240,
+                        help="dock height in px of the Fine-tune tab (the whole tab, plot included)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared machine)")
+    parser.add_argument("--classify-only", action="store_true", help="write only dock_classify.png")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="cwsam-screenshot-"))
     os.environ["QGIS_CUSTOM_CONFIG_PATH"] = str(work / "profile")
+    for name in ("scene.tif", "labels.gpkg"):
+        shutil.copy(DEMO / name, work / name)
 
-    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
     app = QgsApplication([], True, str(work / "profile"))
     app.setPrefixPath("/usr", True)
     app.initQgis()
+    import torch
     from qgis_interface import HeadlessInterface
 
-    real = args.raster.is_file()
-    if not real:  # no real data here: a simulated dual-pol scene with its labels
-        from cwsam_core.simulate import simulate_scene, write_scene
-
-        scene = simulate_scene(384, 384, seed=3)
-        args.raster, args.labels = write_scene(scene, work / "scene.tif", work / "scene_labels.tif")
-
     import cwsam_qgis
+    from cwsam_qgis.tasks.train_task import history_lines
 
+    torch.set_num_threads(args.threads)
     iface = HeadlessInterface()
     plugin = cwsam_qgis.classFactory(iface)
     plugin.initGui()
     plugin.show_dock(True)
     dock = plugin.dock
-    dock.resize(470, 900)
-    raster = QgsRasterLayer(str(args.raster), args.raster.stem)
-    polygons = training_polygons(args.labels)
-    QgsProject.instance().addMapLayers([raster, polygons])
-
     train = dock.train_panel
     dock.tabs.setCurrentWidget(train)
-    train.raster_combo.setLayer(raster)
-    train.polygon_combo.setLayer(polygons)
-    train.field_combo.setField("class")
-    from qgis.PyQt.QtGui import QColor
+    scene = QgsRasterLayer(str(work / "scene.tif"), "scene", "gdal")
+    labels = QgsVectorLayer(f"{work / 'labels.gpkg'}|layername=labels", "labels", "ogr")
+    QgsProject.instance().addMapLayers([scene, labels])
+    print("class field:", train.field_combo.currentField())
 
-    from cwsam_qgis.widgets.train_panel import CLASS_VALUE, COLOUR, NAME
-
-    names = {0: ("not water", "#c8b88a"), 1: ("water", "#1f5fff")} if real else {}  # Sen1Floods11's classes
-    for row in range(train.class_table.rowCount()):
-        value = int(train.class_table.item(row, CLASS_VALUE).data(0))
-        if value in names:
-            train.class_table.item(row, NAME).setText(names[value][0])
-            train.class_table.cellWidget(row, COLOUR).setColor(QColor(names[value][1]))
-    train.backbone_combo.setCurrentIndex(train.backbone_combo.findData("vit_nano"))
-    train.tile_spin.setValue(128)
-    train.epochs_spin.setValue(6)
-    train.steps_spin.setValue(15)
-    train.batch_spin.setValue(8)
-    train.lr_spin.setValue(1e-3)
-    train.device_combo.setCurrentText("cpu")
-    train.output_widget.setFilePath(str(work / "water_nano.cwsam.pt"))
+    train.time_spin.setValue(args.minutes)
     if not train.start_training():
-        raise SystemExit(f"training did not start: {train.status_label.text()}")
+        raise SystemExit(f"training did not start: {train.last_message}")
     wait(app, lambda: train.task is None)
+    outcome = train.last_outcome
+    if outcome is None or outcome.result is None:
+        raise SystemExit(f"training failed: {train.last_message}")
     print("Fine-tune:", train.status_label.text())
+    for line in history_lines(outcome.result):
+        print("  ", line)
+    for note in train.notes:
+        print("  note:", note)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.with_train:
-        dock.grab().save(str(args.out / "dock_train.png"))
+    if not args.classify_only:
+        grab(app, dock, args.out / "dock_train.png", args.width, args.train_height)
 
-    train.offer_classification()  # as the "Classify with this model" button does
     classify = dock.classify_panel
-    classify.device_combo.setCurrentText("cpu")
-    classify.confidence_check.setChecked(True)
-    classify.output_widget.setFilePath(str(work / f"{args.raster.stem}_classes.tif"))
-    if classify.start() is None:
+    if dock.classify_with(str(outcome.model_path), scene.id()) is None:  # as "Classify scene with this model"
         raise SystemExit(f"classification did not start: {classify.status_label.text()}")
     wait(app, lambda: classify.task is None)
     print("Classify:", classify.status_label.text())
     print(classify.summary.toPlainText())
-    dock.grab().save(str(args.out / "dock_classify.png"))
-    print(f"wrote {args.out / 'dock_classify.png'} (work files in {work})")
+    grab(app, dock, args.out / "dock_classify.png", args.width, args.height)
+    print(f"work files in {work}")
     plugin.unload()
     QgsProject.instance().clear()
     os._exit(0)  # never exitQgis() (ENVIRONMENT.md, pitfall 5)
