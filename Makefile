@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_classify.py
 
 bench-train: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) bench/bench_train.py
 
 package:
