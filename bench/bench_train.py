@@ -5,8 +5,8 @@ Run: ``.venv/bin/python bench/bench_train.py`` (``make bench-train``, which firs
 plus evaluation and baselines). Needs scikit-learn (``requirements-bench.txt``) and the real data in
 ``../shared/data`` (``--data``); nothing of the data is written into the project.
 For every held-out fold and every seed (``--seeds``, default 0, 1, 2) it trains ``vit_tiny``
-(S = 256, random initialisation, no SAM checkpoint) with ``cwsam_core.training.train`` on the training
-files, scores the held-out files with ``cwsam_core.evaluation.evaluate`` (the classification engine, as
+(S = 128, the engine's default, random initialisation, no SAM checkpoint) with
+``cwsam_core.training.train`` on the training files, scores the held-out files with ``cwsam_core.evaluation.evaluate`` (the classification engine, as
 a user would run it), and scores the classical baselines on the same labelled pixels in the same run:
 
 - Sen1Floods11 (7 Sentinel-1 chips, VV + VH in dB, water / not water): leave-one-event-out (5 events);
