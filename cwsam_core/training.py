@@ -633,7 +633,8 @@ def train(
                 scaler.update()
                 clock.steps += 1
                 # Every process stops at the same step: rank 0's clock decides under torchrun.
-                finished = bool(context.all_reduce_sum(np.array([float(clock.spent() and context.is_main)]))[0])
+                finished = clock.budget is not None and bool(
+                    context.all_reduce_sum(np.array([float(clock.spent() and context.is_main)]))[0])
                 if finished and clock.steps == 1:
                     raise TrainingDataError(
                         f"the training time ({config.time_budget:g} min) is shorter than one training step "
