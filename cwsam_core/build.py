@@ -11,6 +11,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from .backbones import BACKBONES, BackboneConfig
 from .checkpoint import (
+    DEFAULT_POSITION_TABLES,
     CheckpointError,
     LoadReport,
     encoder_shape,
@@ -26,7 +27,12 @@ from .trainable import configure_trainable
 
 PATCH_SIZE = 16
 
-
+# Models fine-tuned here from SAM clip their normalised input to [-3, 3] before the frozen encoder.
+# SAM was trained on ImageNet-normalised 8-bit RGB, which spans about -2.1 to 2.6; standard scores of
+# SAR reach far beyond that at strong scatterers (urban corners, ships: +10 and more) and shadows, values
+# the frozen encoder never saw. +-3 leaves 99.7 % of normally distributed values unchanged and bounds
+# the rest near SAM's own range. Recorded in the model card (``input_clip``); files without it are not clipped.
+SAM_INPUT_CLIP = 3.0
 
 
 def backbone_config(name: str) -> BackboneConfig:
@@ -45,9 +51,13 @@ def backbone_by_shape(width: int, depth: int) -> Optional[str]:
 
 
 def build_model(backbone: str, num_classes: int, input_size: Optional[int] = None,
-                refine_channels: Optional[int] = None) -> CWSAM:
+                refine_channels: Optional[int] = None, embedding_layout: str = "ours",
+                input_clip: Optional[float] = None, position_tables: str = DEFAULT_POSITION_TABLES) -> CWSAM:
     """A randomly initialised CWSAM model; every parameter trainable. ``refine_channels`` defaults to
-    the backbone's (a full-resolution logit refinement for backbones trained from scratch)."""
+    the backbone's (a full-resolution logit refinement for backbones trained from scratch);
+    ``embedding_layout`` is the input module's (see modeling.low_frequency.EMBEDDING_LAYOUTS: "authors"
+    for models imported from the authors' code), ``input_clip`` the clipping of normalised inputs
+    before the encoder, ``position_tables`` how position tables are fitted to another input size."""
     config = backbone_config(backbone)
     size = input_size or config.default_input_size
     if size <= 0 or size % PATCH_SIZE:
@@ -61,6 +71,7 @@ def build_model(backbone: str, num_classes: int, input_size: Optional[int] = Non
         out_chans=config.prompt_dim,
         window_size=config.window_size,
         global_attn_indexes=config.global_attn_indexes,
+        embedding_layout=embedding_layout,
     )
     decoder = ClasswiseMaskDecoder(
         num_classes=num_classes,
@@ -71,7 +82,8 @@ def build_model(backbone: str, num_classes: int, input_size: Optional[int] = Non
         iou_head_hidden_dim=config.iou_head_hidden_dim,
     )
     refine = config.refine_channels if refine_channels is None else refine_channels
-    model = CWSAM(encoder, decoder, backbone=backbone, refine_channels=refine)
+    model = CWSAM(encoder, decoder, backbone=backbone, refine_channels=refine, input_clip=input_clip,
+                  position_tables=position_tables)
     configure_trainable(model, pretrained_encoder=False)
     return model
 
@@ -148,8 +160,10 @@ def build_cwsam(
     without one, the whole model trains from scratch (the intended use of the small backbones).
     ``input_size`` defaults to the backbone's (1024 for SAM's own).
     """
-    # A pretrained SAM encoder keeps the published method: no refinement.
-    model = build_model(backbone, num_classes, input_size, 0 if sam_checkpoint is not None else None)
+    # A pretrained SAM encoder keeps the published method (no refinement) and gets inputs in its range.
+    pretrained = sam_checkpoint is not None
+    model = build_model(backbone, num_classes, input_size, 0 if pretrained else None,
+                        input_clip=SAM_INPUT_CLIP if pretrained else None)
     if sam_checkpoint is not None:
         load_sam_weights(model, sam_checkpoint)
     return model
@@ -159,23 +173,39 @@ def load_authors_checkpoint(path: Path | str, input_size: Optional[int] = None) 
     """Build a CWSAM model from a checkpoint saved by the authors' code (e.g. their FUSAR-Map model).
 
     The backbone and the number of classes are read from tensor shapes; the unused third adapter of
-    each block is dropped. The file holds the frozen SAM weights too, so nothing else is needed.
+    each block and the loss buffers (``criterionBCE.weight``) are dropped; the input module uses the
+    authors' embedding layout. The file holds the frozen SAM weights too, so nothing else is needed to
+    run the model; to save it as a model file (which names its SAM checkpoint) use
+    :func:`cwsam_core.authors.import_authors_checkpoint` (``cwsam import-authors``) instead.
     """
     state = read_state_dict(path)
     if not is_authors_layout(state):
         raise CheckpointError(f"{path} is not a checkpoint of the CWSAM authors' code (no Space_Adapter tensors)")
     state, dropped = from_authors_layout(state)
+    backbone, num_classes = authors_model_shape(state, path)
+    model = build_model(backbone, num_classes, input_size, refine_channels=0, embedding_layout="authors")
+    report = load_into_model(model, state, allow_new=False)
+    report.ignored = dropped
+    configure_trainable(model, pretrained_encoder=True)
+    # The frozen weights come from this file, not from a named SAM checkpoint: saving the model as a
+    # model file is refused (it would name no SAM checkpoint to load them from).
+    model.sam_checkpoint_identity = None
+    return model, report
+
+
+def authors_model_shape(state: dict, path: Path | str) -> Tuple[str, int]:
+    """(backbone, number of classes) of a state dict in our key layout renamed from the authors'."""
     width, depth = encoder_shape(state)
     backbone = backbone_by_shape(width, depth)
     if backbone is None:
-        raise CheckpointError(f"{path}: no registered backbone has an encoder of width {width} and depth {depth}")
+        raise CheckpointError(f"{Path(path).name}: no registered backbone has an encoder of width {width} and depth "
+                              f"{depth} (the authors' code uses SAM's vit_b: width 768, depth 12)")
     head = state.get("mask_decoder.class_head.3.weight")
     if head is None:
-        raise CheckpointError(f"{path} has no class head (mask_decoder.cls_upscaling): not a CWSAM checkpoint")
+        raise CheckpointError(f"{Path(path).name} has no class head (mask_decoder.cls_upscaling): not a CWSAM "
+                              "checkpoint")
     mask_dim = backbone_config(backbone).prompt_dim // 8
-    model = build_model(backbone, head.shape[0] // mask_dim, input_size, refine_channels=0)
-    report = load_into_model(model, state, allow_new=False)
-    report.ignored = dropped
-    model.sam_checkpoint_identity = {"name": Path(path).name, "sha256": file_sha256(path)}
-    configure_trainable(model, pretrained_encoder=True)
-    return model, report
+    if head.dim() != 4 or head.shape[0] % mask_dim:
+        raise CheckpointError(f"{Path(path).name}: the class head has {head.shape[0]} output channels, not a "
+                              f"multiple of {mask_dim}: not a {backbone} CWSAM checkpoint")
+    return backbone, head.shape[0] // mask_dim

@@ -43,6 +43,25 @@ AUTHORS_KEY_MAP: List[Tuple[str, str]] = [
 ]
 # Created but never called by the authors' code: dropped on import.
 AUTHORS_UNUSED = re.compile(r"^image_encoder\.blocks\.\d+\.Depth_Adapter\.")
+# Buffers of the authors' loss modules (``criterionBCE.weight``: the class weights of their
+# CrossEntropyLoss, present whenever a config sets ``loss_weight``): not model tensors, dropped on import.
+AUTHORS_LOSS = re.compile(r"^criterion[A-Za-z]*\.")
+AUTHORS_LOSS_WEIGHT = "criterionBCE.weight"
+
+# How relative-position tables are fitted to a model built for another input size S:
+#   "crop": the global-attention tables of S = 1024 are cut to the central 2 S/16 - 1 offsets
+#           (S < 1024; a larger S has no learnt values to cut and is interpolated);
+#   "interpolate": every table is resized linearly (SAM's own behaviour; files written before the
+#           choice existed use it).
+# Crop is the default for new models: our tiles are cut from the raster at its own pixel size, never
+# rescaled, so a token offset of d at S = 512 is the same ground distance as at S = 1024, and cropping
+# keeps for it exactly the embedding SAM learnt for offset d (the windowed blocks, whose 14 x 14 tables
+# never change, already work that way), whereas resizing gives it the one learnt for about 2 d.
+# Measured on the official-layout vit_b with random position tables against S = 1024 on the same
+# pixels (tools/measure_position_tables.py, numbers in docs/EVALUATION.md): cropping keeps the
+# encoder's output closer to S = 1024 than resizing, at S = 512 and S = 256.
+POSITION_TABLE_MODES = ("crop", "interpolate")
+DEFAULT_POSITION_TABLES = "crop"
 
 
 class CheckpointError(ValueError):
@@ -163,11 +182,12 @@ def is_authors_layout(state: StateDict) -> bool:
 
 
 def from_authors_layout(state: StateDict) -> Tuple[StateDict, List[str]]:
-    """Rename the authors' keys to ours; returns the new state and the dropped (never used) keys."""
+    """Rename the authors' keys to ours; returns the new state and the dropped keys (their unused third
+    adapter and their loss buffers)."""
     renamed: StateDict = {}
     dropped: List[str] = []
     for key, value in state.items():
-        if AUTHORS_UNUSED.match(key):
+        if AUTHORS_UNUSED.match(key) or AUTHORS_LOSS.match(key):
             dropped.append(key)
             continue
         for pattern, replacement in AUTHORS_KEY_MAP:
@@ -178,12 +198,32 @@ def from_authors_layout(state: StateDict) -> Tuple[StateDict, List[str]]:
     return renamed, dropped
 
 
+def fit_rel_pos(table: torch.Tensor, length: int, mode: str = DEFAULT_POSITION_TABLES) -> torch.Tensor:
+    """A relative-position table (2 G - 1 offsets x C) fitted to ``length`` = 2 g - 1 offsets.
+
+    ``mode`` "crop" keeps the central offsets -(g-1)..(g-1) unchanged when the table is longer (see
+    POSITION_TABLE_MODES); otherwise the table is interpolated linearly, as SAM does.
+    """
+    if mode not in POSITION_TABLE_MODES:
+        raise ValueError(f"position tables must be one of {', '.join(POSITION_TABLE_MODES)}, got {mode!r}")
+    if table.shape[0] == length:
+        return table
+    if mode == "crop" and length < table.shape[0] and (table.shape[0] - length) % 2 == 0:
+        start = (table.shape[0] - length) // 2
+        return table[start : start + length].clone()
+    resized = F.interpolate(table.t().unsqueeze(0).float(), size=length, mode="linear", align_corners=False)
+    return resized.squeeze(0).t().to(table.dtype)
+
+
 def resize_to_model(state: StateDict, model: nn.Module) -> StateDict:
-    """Interpolate the absolute position embedding and relative-position tables to the model's size.
+    """Fit the absolute position embedding and relative-position tables to the model's size.
 
     SAM is trained at 1024 px (a 64 x 64 token grid); a model built for another input size has other
-    shapes for ``pos_embed`` and the global-attention ``rel_pos_h/w`` tables. Windowed blocks keep theirs.
+    shapes for ``pos_embed`` (interpolated bicubically) and the global-attention ``rel_pos_h/w`` tables
+    (cropped or interpolated by the model's ``position_tables``, see :func:`fit_rel_pos`). Windowed
+    blocks keep theirs.
     """
+    mode = getattr(model, "position_tables", "interpolate")
     targets = model.state_dict()
     resized = dict(state)
     for key, value in state.items():
@@ -196,8 +236,7 @@ def resize_to_model(state: StateDict, model: nn.Module) -> StateDict:
             )
             resized[key] = grid.permute(0, 2, 3, 1).to(value.dtype)
         elif re.search(r"\.attn\.rel_pos_[hw]$", key) and value.dim() == 2:
-            table = F.interpolate(value.t().unsqueeze(0).float(), size=target.shape[0], mode="linear", align_corners=False)
-            resized[key] = table.squeeze(0).t().to(value.dtype)
+            resized[key] = fit_rel_pos(value, target.shape[0], mode)
     return resized
 
 

@@ -16,8 +16,11 @@ import torch
 
 from . import __version__
 from .build import backbone_config, build_model, load_sam_weights
-from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, load_into_model, torch_load_safely
+from .checkpoint import (
+    POSITION_TABLE_MODES, CheckpointError, atomic_torch_save, file_sha256, load_into_model, torch_load_safely,
+)
 from .modeling import CWSAM
+from .modeling.low_frequency import EMBEDDING_LAYOUTS
 from .radiometry import INPUT_SCALES
 from .trainable import configure_trainable, trainable_names
 
@@ -25,6 +28,10 @@ FORMAT = "cwsam-model"
 FORMAT_VERSION = 1
 # Largest finite float16 value: a tensor beyond it cannot be stored in half precision.
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+# Buffers a model fine-tuned from SAM stores beside its trained parameters: the decoder's positional
+# encoding, SAM's for models trained here but the authors' own random matrix in models imported from
+# their code (1 KB).
+STORED_BUFFERS = ("pe_layer.positional_encoding_gaussian_matrix",)
 
 
 class ModelFileError(ValueError):
@@ -54,6 +61,10 @@ class ModelCard:
     tile_overlap: float = 0.25
     refine_channels: int = 0  # width of the full-resolution logit refinement (0: none, the published model)
     training_input_scale: Optional[str] = None  # the scale the training images were read in
+    # Later additions; their defaults are what files written before them did.
+    input_clip: Optional[float] = None  # normalised inputs clipped to +-input_clip before the encoder
+    position_tables: str = "interpolate"  # how position tables fit another input size (crop, interpolate)
+    embedding_layout: str = "ours"  # "authors": a model imported from the authors' code
     gsd: Optional[float] = None
     sam_checkpoint: Optional[Dict[str, str]] = None  # {"name", "sha256"}; None when self-contained
     provenance: Dict[str, Any] = field(default_factory=dict)
@@ -65,6 +76,14 @@ class ModelCard:
             raise ModelFileError(f"input scale must be one of {', '.join(INPUT_SCALES)}, got {self.input_scale!r}")
         if len({c.value for c in self.classes}) != len(self.classes):
             raise ModelFileError("class values must be unique")
+        if self.embedding_layout not in EMBEDDING_LAYOUTS:
+            raise ModelFileError(f"embedding layout must be one of {', '.join(EMBEDDING_LAYOUTS)}, "
+                                 f"got {self.embedding_layout!r}")
+        if self.position_tables not in POSITION_TABLE_MODES:
+            raise ModelFileError(f"position tables must be one of {', '.join(POSITION_TABLE_MODES)}, "
+                                 f"got {self.position_tables!r}")
+        if self.input_clip is not None and not (isinstance(self.input_clip, (int, float)) and self.input_clip > 0):
+            raise ModelFileError(f"input clip must be a positive number or none, got {self.input_clip!r}")
         if self.tile_size is None:
             self.tile_size = self.input_size
 
@@ -96,10 +115,15 @@ class ModelCard:
                 f"mean {_fmt(self.normalization['mean'])}, std {_fmt(self.normalization['std'])}"
                 if self.normalization else "none stored (computed from the raster being classified)"
             ),
-            f"Tiles:           {self.tile_size} px, overlap {self.tile_overlap:.0%}",
+            "Input clip:      " + (f"normalised values clipped to +-{self.input_clip:g}" if self.input_clip
+                                    else "none"),
+            f"Tiles:           {self.tile_size} px, overlap {self.tile_overlap:.0%}"
+            + (" (at other sizes the global position tables are cropped)" if self.position_tables == "crop" else ""),
             "Refinement:      " + (f"full-resolution, {self.refine_channels} channels" if self.refine_channels
                                     else "none"),
             f"GSD:             {self.gsd if self.gsd is not None else 'unknown'}",
+            *(["Embedding:       the authors' layout (a model trained with their code)"]
+              if self.embedding_layout == "authors" else []),
             f"Classes ({len(self.classes)}):",
             *[f"  {c.value:>4}  {c.color}  {c.name}" for c in self.classes],
         ]
@@ -140,14 +164,21 @@ def save_model_file(path: Path | str, model: CWSAM, card: ModelCard, float16: bo
     path = Path(path)
     if len(card.classes) != model.num_classes:
         raise ModelFileError(f"the card lists {len(card.classes)} classes but the model has {model.num_classes}")
+    if model.pretrained_encoder and not model.sam_checkpoint_identity:
+        raise ModelFileError(
+            "this model's frozen SAM weights come from no named SAM checkpoint (e.g. a checkpoint of the authors' "
+            "code loaded whole): import it with `cwsam import-authors CHECKPOINT --sam-checkpoint SAM.pth`"
+        )
     card.backbone, card.input_size = model.backbone, model.input_size
     card.refine_channels = model.refine_channels
+    card.input_clip, card.position_tables = model.input_clip, model.position_tables
+    card.embedding_layout = model.embedding_layout
     card.sam_checkpoint = model.sam_checkpoint_identity if model.pretrained_encoder else None
     card.provenance.setdefault("cwsam_version", __version__)
     card.provenance.setdefault("torch_version", str(torch.__version__))
     state = model.state_dict()
     if model.pretrained_encoder:
-        state = {k: state[k] for k in sorted(trainable_names(model))}
+        state = {k: state[k] for k in sorted(trainable_names(model) | set(STORED_BUFFERS))}
     state = {k: v.detach().cpu().clone() for k, v in state.items()}
     if float16:
         state = _to_float16(state)
@@ -220,7 +251,9 @@ def load_model_file(
     card, state = read_model_file(path)
     backbone_config(card.backbone)  # an unknown backbone name fails with the list of known ones
     try:
-        model = build_model(card.backbone, len(card.classes), input_size or card.input_size, card.refine_channels)
+        model = build_model(card.backbone, len(card.classes), input_size or card.input_size, card.refine_channels,
+                            embedding_layout=card.embedding_layout, input_clip=card.input_clip,
+                            position_tables=card.position_tables)
     except ValueError as exc:
         raise ModelFileError(str(exc)) from None
     if not card.self_contained:

@@ -62,7 +62,9 @@ def test_fine_tuned_file_stores_only_trained_tensors_and_checks_sam(tmp_path, sa
     assert "image_encoder.blocks.0.attn.qkv.weight" not in stored
     assert "image_encoder.blocks.0.attn_adapter.down.weight" in stored
     assert "mask_decoder.class_head.3.weight" in stored
-    assert set(stored) == {n for n, p in model.named_parameters() if p.requires_grad}
+    # The trained tensors, and the decoder's positional encoding (an imported model's is not SAM's).
+    assert set(stored) == {n for n, p in model.named_parameters() if p.requires_grad} | {
+        "pe_layer.positional_encoding_gaussian_matrix"}
     card = read_model_card(path)
     assert card.sam_checkpoint["name"] == "sam_vit_nano.pth" and len(card.sam_checkpoint["sha256"]) == 64
 
@@ -176,19 +178,27 @@ def _to_authors_layout(state):
 
 def test_authors_checkpoint_layout_loads_with_nothing_missing(tmp_path):
     torch.manual_seed(0)
-    model = build_model("vit_nano", 5, refine_channels=0).eval()  # the authors' model has no refinement
+    # The authors' model: no refinement, their embedding layout.
+    model = build_model("vit_nano", 5, refine_channels=0, embedding_layout="authors").eval()
     authors = _to_authors_layout(model.state_dict())
+    authors["criterionBCE.weight"] = torch.tensor([1.5, 1, 0.5, 1.9, 0.1])  # their loss's class weights
     assert any(k.startswith("image_encoder.prompt_generator.lightweight_mlp_1.0.") for k in authors)
     assert len(AUTHORS_KEY_MAP) == 9
     path = tmp_path / "model_epoch_best.pth"
     torch.save({f"module.{k}": v for k, v in authors.items()}, path)  # as saved from a DDP wrapper
     loaded, report = load_authors_checkpoint(path)
-    assert loaded.num_classes == 5 and loaded.backbone == "vit_nano"
+    assert loaded.num_classes == 5 and loaded.backbone == "vit_nano" and loaded.embedding_layout == "authors"
     assert report.missing == [] and report.new == [] and report.unexpected == []
-    assert report.ignored and all(".Depth_Adapter." in k for k in report.ignored)
+    assert report.ignored and all(".Depth_Adapter." in k or k == "criterionBCE.weight" for k in report.ignored)
+    assert "criterionBCE.weight" in report.ignored
     images = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         assert torch.equal(model(images), loaded.eval()(images))
+    # Its frozen weights come from their file, which no model file can name: saving it is refused.
+    with pytest.raises(ModelFileError, match="import-authors"):
+        save_model_file(tmp_path / "never.cwsam.pt", loaded, make_card(classes=[ClassInfo(i, f"c{i}", "#000000")
+                                                                              for i in range(5)]))
+    assert not (tmp_path / "never.cwsam.pt").exists()
 
 
 def test_cli_info_prints_the_model_card(tmp_path):

@@ -25,6 +25,8 @@ class CWSAM(nn.Module):
         mask_decoder: ClasswiseMaskDecoder,
         backbone: str = "custom",
         refine_channels: int = 0,
+        input_clip: float | None = None,
+        position_tables: str = "interpolate",
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
@@ -40,6 +42,16 @@ class CWSAM(nn.Module):
         self.sam_checkpoint_identity: dict | None = None
         # True when the encoder holds pretrained SAM weights (then only its additions train).
         self.pretrained_encoder = False
+        # Normalised inputs are clipped to [-input_clip, input_clip] before the encoder (None: not clipped).
+        if input_clip is not None and not input_clip > 0:
+            raise ValueError(f"input clip must be a positive number, got {input_clip}")
+        self.input_clip = input_clip
+        # How relative-position tables are fitted to another input size (checkpoint.fit_rel_pos).
+        self.position_tables = position_tables
+
+    @property
+    def embedding_layout(self) -> str:
+        return self.image_encoder.input_module.embedding_layout
 
     @property
     def num_classes(self) -> int:
@@ -60,7 +72,8 @@ class CWSAM(nn.Module):
                 f"expected images of {self.input_size} x {self.input_size} pixels, got "
                 f"{tuple(images.shape[-2:])}: tile the raster or build the model with that input size"
             )
-        embeddings = self.image_encoder(images)
+        encoder_input = images if self.input_clip is None else images.clamp(-self.input_clip, self.input_clip)
+        embeddings = self.image_encoder(encoder_input)
         image_pe = self.pe_layer(tuple(embeddings.shape[-2:])).unsqueeze(0)
         dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
         logits = self.mask_decoder(embeddings, image_pe.to(embeddings.dtype), dense)

@@ -37,6 +37,7 @@ class AdaptedImageEncoderViT(ImageEncoderViT):
         use_rel_pos: bool = True,
         window_size: int = 14,
         global_attn_indexes: Tuple[int, ...] = (),
+        embedding_layout: str = "ours",
     ) -> None:
         # depth=0: SAM builds everything but the blocks, which are built here with adapters.
         super().__init__(
@@ -71,7 +72,8 @@ class AdaptedImageEncoderViT(ImageEncoderViT):
             )
             for i in range(depth)
         )
-        self.input_module = LowFrequencyInputModule(embed_dim, depth, patch_size, in_chans)
+        self.input_module = LowFrequencyInputModule(embed_dim, depth, patch_size, in_chans,
+                                                    embedding_layout=embedding_layout)
         self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,14 @@ import math
 import torch
 from torch import nn
 
+# How the frozen patch embedding E (B x h x w x D) reaches the per-token projection ``embedding_proj``:
+#   "ours": each token gets its own D features (models trained here);
+#   "authors": as the authors' ``PromptGenerator.init_embeddings`` does it, ``E.reshape(B, D, h * w)
+#       .permute(0, 2, 1)`` on a tensor laid out B, h, w, D: token t gets the values E_flat[c * h * w + t],
+#       c = 0..D-1, of the flattened (h, w, D) embedding, which mixes channels of different tokens.
+#       Their trained ``embedding_generator`` weights expect that layout: models imported from their code use it.
+EMBEDDING_LAYOUTS = ("ours", "authors")
+
 
 def _centered_box(frequencies: torch.Tensor, half: int) -> torch.Tensor:
     """1 where an integer frequency lies in the kept band [-half, half) of the shifted spectrum."""
@@ -52,10 +60,14 @@ class LowFrequencyInputModule(nn.Module):
         in_chans: int = 3,
         scale_factor: int = 32,
         keep_fraction: float = 0.25,
+        embedding_layout: str = "ours",
     ) -> None:
         super().__init__()
+        if embedding_layout not in EMBEDDING_LAYOUTS:
+            raise ValueError(f"embedding layout must be one of {', '.join(EMBEDDING_LAYOUTS)}, got {embedding_layout!r}")
         hidden = max(1, embed_dim // scale_factor)
         self.keep_fraction = keep_fraction
+        self.embedding_layout = embedding_layout
         self.patch_conv = nn.Conv2d(in_chans, hidden, kernel_size=patch_size, stride=patch_size)
         self.embedding_proj = nn.Linear(embed_dim, hidden)
         self.block_mlps = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
@@ -77,6 +89,10 @@ class LowFrequencyInputModule(nn.Module):
     def features(self, images: torch.Tensor, patch_embedding: torch.Tensor) -> torch.Tensor:
         """images: B x 3 x S x S, patch_embedding: B x h x w x D -> B x h x w x d."""
         low = self.patch_conv(low_pass(images, self.keep_fraction)).permute(0, 2, 3, 1)
+        if self.embedding_layout == "authors":
+            batch, height, width, dim = patch_embedding.shape
+            patch_embedding = (patch_embedding.reshape(batch, dim, height * width).permute(0, 2, 1)
+                               .reshape(batch, height, width, dim))
         return low + self.embedding_proj(patch_embedding)
 
     def prompt(self, features: torch.Tensor, block_index: int) -> torch.Tensor:
