@@ -220,3 +220,13 @@ def test_real_polsf_pairs_train_with_the_defaults(tmp_path, shared_data):
     assert result.returncode == 0, result.stderr
     card = read_model_card(model)
     assert card.input_scale == "amplitude" and len(card.bands) == 3
+
+
+def test_the_issue_command_on_one_512_px_image_with_256_px_tiles(tmp_path):
+    """It stopped with 'too small to hold out a validation part'; now blocks of one tile are held out."""
+    image, labels = write_scene(simulate_scene(512, 512, seed=8), tmp_path / "s.tif", tmp_path / "l.tif")
+    result = cwsam("train", "--image", image, "--labels", labels, "--backbone", "vit_nano", "--tile-size", 256,
+                   "--epochs", 1, "--steps-per-epoch", 1, "--batch-size", 1, "--device", "cpu",
+                   "--output", tmp_path / "m.cwsam.pt", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "Best validation mIoU" in result.stdout
