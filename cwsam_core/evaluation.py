@@ -16,6 +16,7 @@ from .losses import IGNORE_INDEX
 from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
 from .model_file import ModelCard, read_model_card
 from .raster_output import CLASS_NODATA
+from .scene import open_scene
 
 
 def evaluate(
@@ -52,7 +53,7 @@ def class_raster_confusion(class_path: Path | str, image_path: Path | str, label
     lookup = {c.value: i for i, c in enumerate(card.classes)}
     num = len(card.classes)
     confusion = np.zeros((num, num), dtype=np.int64)
-    with rasterio.open(image_path) as image, rasterio.open(class_path) as classes:
+    with open_scene(image_path) as image, rasterio.open(class_path) as classes:
         reference = RasterLabels(labels_path, image, card.classes, ignore_values)
         try:
             for row in range(0, image.height, rows):

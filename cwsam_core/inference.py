@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window, from_bounds
 from torch import nn
 
@@ -30,6 +30,7 @@ from .checkpoint import file_sha256
 from .model_file import ModelCard, load_model_file
 from .paths import OutputConflictError, check_outputs, class_raster_files, raster_input_files
 from .radiometry import SarReader
+from .scene import SceneError, open_scene, scene_name, scene_paths
 from .raster_output import CLASS_NODATA, category_names_aux_xml, colormap, publish, qml_text, remove_quietly, sidecars
 
 LOG = logging.getLogger("cwsam")
@@ -182,7 +183,7 @@ def _check_output_path(path: Path, what: str) -> None:
 def check_classify_paths(input_path: Path | str, output_path: Path | str, confidence_path: Optional[Path | str] = None,
                          other_inputs: Optional[Dict[str, Optional[Path | str]]] = None) -> None:
     """Refuse, before any work, an output that is an input or another output (sidecars included)."""
-    inputs = [("SAR raster", raster_input_files(input_path))]
+    inputs = [("SAR raster", raster_input_files(path)) for path in scene_paths(input_path)]
     inputs += [(role, [path]) for role, path in (other_inputs or {}).items()]
     outputs = [("output", class_raster_files(output_path)),
                ("confidence output", raster_input_files(confidence_path) if confidence_path else [])]
@@ -223,7 +224,8 @@ def classify_raster(
     nothing is left at the output paths.
     """
     started = time.perf_counter()
-    input_path, output_path = Path(input_path), Path(output_path)
+    paths, output_path = scene_paths(input_path), Path(output_path)
+    name = scene_name(input_path)
     confidence_path = Path(confidence_path) if confidence_path else None
     tile = int(getattr(model, "input_size", card.tile_size or card.input_size))
     if tile <= 0 or tile % 16:
@@ -232,8 +234,9 @@ def classify_raster(
         raise ClassificationError(f"overlap must be a fraction in [0, 1), got {overlap}")
     if batch_size < 1:
         raise ClassificationError(f"batch size must be at least 1, got {batch_size}")
-    if not input_path.is_file():
-        raise ClassificationError(f"input raster not found: {input_path}")
+    for path in paths:
+        if not path.is_file():
+            raise ClassificationError(f"input raster not found: {path}")
     check_classify_paths(input_path, output_path, confidence_path)
     _check_output_path(output_path, "output")
     if confidence_path:
@@ -256,7 +259,7 @@ def classify_raster(
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), _open_raster(input_path) as dataset:
                 if dataset.crs is None:
-                    warn(f"{input_path.name} has no coordinate reference system (radar geometry or a plain image): "
+                    warn(f"{name} has no coordinate reference system (radar geometry or a plain image): "
                          "the output keeps its pixel grid and is not georeferenced")
                 region = _region(dataset, bounds)
                 reader = SarReader(
@@ -268,8 +271,9 @@ def classify_raster(
                     temporaries[output_path], temporaries.get(confidence_path) if confidence_path else None,
                     progress, should_cancel, test_time_flips,
                 )
-                fingerprint = {"path": str(input_path.resolve()), "bytes": input_path.stat().st_size,
-                               "sha256": file_sha256(input_path), "width": dataset.width, "height": dataset.height,
+                files = [{"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in paths]
+                fingerprint = {**files[0], **({"files": files} if len(files) > 1 else {}),
+                               "bands": list(dataset.descriptions), "width": dataset.width, "height": dataset.height,
                                "crs": dataset.crs.to_string() if dataset.crs else None}
                 window_record = {"col_off": int(region.col_off), "row_off": int(region.row_off),
                                  "width": int(region.width), "height": int(region.height)}
@@ -308,11 +312,12 @@ def classify_raster(
                                 {c.value: c.name for c in card.classes}, seconds, str(torch_device), notes)
 
 
-def _open_raster(path: Path) -> rasterio.io.DatasetReader:
+def _open_raster(spec) -> rasterio.io.DatasetReader:
+    """The raster to classify: one file, or several files of one scene stacked on the first one's grid."""
     try:
-        return rasterio.open(path)
-    except RasterioIOError as exc:
-        raise ClassificationError(f"{path} is not a raster that GDAL can read ({exc})") from None
+        return open_scene(spec)
+    except SceneError as exc:
+        raise ClassificationError(str(exc)) from None
 
 
 def _region(dataset: rasterio.io.DatasetReader, bounds: Optional[Sequence[float]]) -> Window:

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .build import build_cwsam
 from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, torch_load_safely
-from .datasets import RasterLabels, TrainingDataError, open_raster, random_window
+from .datasets import RasterLabels, TrainingDataError, random_window
 from .distributed import DistributedContext, setup_distributed
 from .inference import _autocast
 from .losses import IGNORE_INDEX, SegmentationLoss, class_weights_from_counts
@@ -36,6 +36,7 @@ from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusi
 from .model_file import ClassInfo, ModelCard, save_model_file
 from .paths import OutputConflictError, check_outputs, model_output_files, raster_input_files
 from .radiometry import INPUT_SCALES, NormalizationStats, SarReader
+from .scene import SceneError, open_scene, scene_paths
 from .trainable import trainable_names
 
 LOG = logging.getLogger("cwsam")
@@ -131,7 +132,10 @@ class _Source:
         if source.polygons is not None and not source.class_field:
             raise TrainingDataError(f"{Path(source.polygons).name}: name the class field of the polygons")
         self.path = Path(source.image)
-        self.dataset = open_raster(self.path, "image raster")
+        try:
+            self.dataset = open_scene(source.image)  # one file, or the files of one scene ("VV.tif,VH.tif")
+        except SceneError as exc:
+            raise TrainingDataError(str(exc)) from None
         try:
             if source.polygons is not None:
                 from .polygons import PolygonLabels  # pyogrio and shapely only when polygons are used
@@ -706,8 +710,8 @@ def _check_paths(sources: Sequence[TrainingSource], config: TrainConfig) -> None
     """Refuse, before any work, a model file (or its state and log) that is one of the training inputs."""
     inputs = [("SAM checkpoint", [config.sam_checkpoint])]
     for source in sources:
-        inputs += [("training image", raster_input_files(source.image)),
-                   ("label raster", raster_input_files(source.labels) if source.labels else []),
+        inputs += [("training image", raster_input_files(path)) for path in scene_paths(source.image)]
+        inputs += [("label raster", raster_input_files(source.labels) if source.labels else []),
                    ("polygon file", [source.polygons])]
     try:
         check_outputs(inputs, [("model file", model_output_files(config.output))])
@@ -737,7 +741,8 @@ def _log_label_notes(source: _Source) -> None:
 def _fingerprint(source: TrainingSource, training: bool) -> dict:
     label = source.label_path
     entry = {"image": str(source.image), "labels": str(label), "role": "training" if training else "validation",
-             "image_sha256": file_sha256(source.image), "labels_sha256": file_sha256(label)}
+             "image_sha256": ",".join(file_sha256(p) for p in scene_paths(source.image)),
+             "labels_sha256": file_sha256(label)}
     if source.polygons is not None:
         entry["class_field"] = source.class_field
     return entry
