@@ -1,0 +1,162 @@
+"""SAM's encoder attention computed by ``torch.nn.functional.scaled_dot_product_attention``.
+
+``segment_anything``'s ``Attention`` builds every attention matrix explicitly and adds the decomposed
+relative-position terms to it in Python; :class:`FusedAttention` computes the same function with
+PyTorch's fused attention kernels, which never hold the N x N matrices in memory for backward (flash
+attention on CPU, memory-efficient or flash attention on CUDA). Its parameters are SAM's own
+(``qkv``, ``proj``, ``rel_pos_h``, ``rel_pos_w``), so official checkpoints load unchanged, and it can be
+built from (and turned back into) a SAM ``Attention`` that shares them.
+
+Unlike SAM's ``Attention``, it takes the whole token grid and does the window partition itself, with
+SAM's padding and window order; that lets ``qkv`` and ``proj`` run on the real tokens only (the windowed
+blocks of vit_b at S = 512 pad the 32 x 32 grid to 42 x 42: 72 % more tokens). Padded tokens still take
+part as keys exactly as in SAM: there they are the projection of a zero vector, i.e. ``qkv``'s bias.
+
+The decomposed relative-position term of query (qh, qw) and key (kh, kw) is
+``rel_h[q, kh] + rel_w[q, kw]`` with ``rel_h = q . Rh[qh, kh]`` and ``rel_w = q . Rw[qw, kw]``
+(unscaled q, as in SAM). It reaches the kernel in one of two equal forms:
+
+- "bias": an additive attention mask B x heads x N x N (``attn_mask``). Used for inference and on CUDA,
+  whose memory-efficient kernel also differentiates the mask.
+- "folded": the two terms appended to the head dimension, ``q' = [q * scale, rel_h, rel_w]`` and
+  ``k' = [k, onehot(kh), onehot(kw)]``, so ``q' . k' = scale q . k + rel_h[kh] + rel_w[kw]``, and ``v``
+  zero-padded to the same width (the CPU kernel needs equal widths). Used where gradients flow on CPU:
+  PyTorch's CPU flash kernel does not differentiate an attention mask and would fall back to the
+  explicit computation. Costs (h + w) / head_dim more attention FLOPs, keeps no N x N tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+from torch import nn
+from torch.nn import functional as F
+
+# "auto" picks per call (see the module docstring); "bias" and "folded" force one form (tests, benchmarks).
+STRATEGIES = ("auto", "bias", "folded")
+
+
+class FusedAttention(nn.Module):
+    """Multi-head attention with SAM's decomposed relative positions, windowed or global.
+
+    x: B x H x W x C tokens -> B x H x W x C. With ``window_size`` > 0 the grid is padded to a multiple
+    of the window and attention runs within each window_size x window_size window, as in SAM's ``Block``;
+    with 0 it is global over the H x W grid.
+    """
+
+    strategy: str = "auto"
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = False,
+        input_size: Optional[Tuple[int, int]] = None,
+        window_size: int = 0,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.use_rel_pos = use_rel_pos
+        self.window_size = window_size
+        if use_rel_pos:
+            if input_size is None:
+                raise ValueError("input_size is needed for relative position tables")
+            size = (window_size, window_size) if window_size > 0 else input_size
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * size[0] - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * size[1] - 1, head_dim))
+
+    @classmethod
+    def from_attention(cls, attention: Attention, window_size: int) -> "FusedAttention":
+        """A FusedAttention sharing ``attention``'s parameters (SAM's, for blocks of this window size)."""
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        fused.num_heads, fused.scale, fused.use_rel_pos = attention.num_heads, attention.scale, attention.use_rel_pos
+        fused.window_size = window_size
+        fused.qkv, fused.proj = attention.qkv, attention.proj
+        if attention.use_rel_pos:
+            fused.rel_pos_h, fused.rel_pos_w = attention.rel_pos_h, attention.rel_pos_w
+        fused.train(attention.training)
+        return fused
+
+    def to_attention(self) -> Attention:
+        """SAM's own ``Attention`` sharing these parameters (it expects windows already partitioned)."""
+        attention = Attention.__new__(Attention)
+        nn.Module.__init__(attention)
+        attention.num_heads, attention.scale, attention.use_rel_pos = self.num_heads, self.scale, self.use_rel_pos
+        attention.qkv, attention.proj = self.qkv, self.proj
+        if self.use_rel_pos:
+            attention.rel_pos_h, attention.rel_pos_w = self.rel_pos_h, self.rel_pos_w
+        attention.train(self.training)
+        return attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, dim = x.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        qkv = self.qkv(x)  # B x H x W x 3C, real tokens only
+        ws = self.window_size
+        if ws > 0:
+            pad_h, pad_w = (ws - height % ws) % ws, (ws - width % ws) % ws
+            if pad_h or pad_w:
+                qkv = _pad_like_zero_tokens(qkv, self.qkv.bias, pad_h, pad_w)
+            rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
+            # B x rows x ws x cols x ws x 3 x heads x hd -> 3 x (B rows cols) x heads x (ws ws) x hd
+            qkv = qkv.view(batch, rows, ws, cols, ws, 3, heads, head_dim).permute(5, 0, 1, 3, 6, 2, 4, 7)
+            q, k, v = qkv.reshape(3, batch * rows * cols, heads, ws * ws, head_dim).unbind(0)
+            grid = (ws, ws)
+        else:
+            q, k, v = qkv.reshape(batch, height * width, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            grid = (height, width)
+        out = self._attend(q, k, v, grid)  # B' x heads x N x hd
+        if ws > 0:
+            out = out.view(batch, rows, cols, heads, ws, ws, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+            out = out.reshape(batch, rows * ws, cols * ws, dim)[:, :height, :width]
+        else:
+            out = out.permute(0, 2, 1, 3).reshape(batch, height, width, dim)
+        return self.proj(out)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        """q, k, v: B' x heads x N x hd over a grid of N = h x w tokens -> B' x heads x N x hd."""
+        if not self.use_rel_pos:
+            return F.scaled_dot_product_attention(q, k, v)
+        h, w = grid
+        batch, heads, tokens, head_dim = q.shape
+        rh = get_rel_pos(h, h, self.rel_pos_h).to(q.dtype)  # h x h x hd
+        rw = get_rel_pos(w, w, self.rel_pos_w).to(q.dtype)  # w x w x hd
+        grid_q = q.reshape(batch, heads, h, w, head_dim)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, rh)  # B' x heads x h x w x h(keys)
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, rw)  # B' x heads x h x w x w(keys)
+        if self._strategy(q) == "bias":
+            bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, heads, tokens, tokens)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        key_rows = torch.arange(h, device=q.device).repeat_interleave(w)
+        key_cols = torch.arange(w, device=q.device).repeat(h)
+        onehots = torch.cat([F.one_hot(key_rows, h), F.one_hot(key_cols, w)], dim=-1).to(q.dtype)  # N x (h + w)
+        folded_q = torch.cat([q * self.scale, rel_h.reshape(batch, heads, tokens, h),
+                              rel_w.reshape(batch, heads, tokens, w)], dim=-1)
+        folded_k = torch.cat([k, onehots.expand(batch, heads, tokens, h + w)], dim=-1)
+        folded_v = F.pad(v, (0, h + w))
+        return F.scaled_dot_product_attention(folded_q, folded_k, folded_v, scale=1.0)[..., :head_dim]
+
+    def _strategy(self, q: torch.Tensor) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        needs_grad = torch.is_grad_enabled() and (q.requires_grad or self.rel_pos_h.requires_grad)
+        return "folded" if needs_grad and q.device.type == "cpu" else "bias"
+
+
+def _pad_like_zero_tokens(qkv: torch.Tensor, bias: Optional[torch.Tensor], pad_h: int, pad_w: int) -> torch.Tensor:
+    """qkv: B x H x W x 3C -> B x (H + pad_h) x (W + pad_w) x 3C, the new tokens holding what ``qkv``
+    makes of SAM's zero padding: its bias (zeros without one)."""
+    if bias is None:
+        return F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
+    batch, height, width, channels = qkv.shape
+    padded = bias.to(qkv.dtype).expand(batch, height + pad_h, width + pad_w, channels).contiguous()
+    padded[:, :height, :width] = qkv
+    return padded
