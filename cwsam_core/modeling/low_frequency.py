@@ -64,7 +64,8 @@ class LowFrequencyInputModule(nn.Module):
     ) -> None:
         super().__init__()
         if embedding_layout not in EMBEDDING_LAYOUTS:
-            raise ValueError(f"embedding layout must be one of {', '.join(EMBEDDING_LAYOUTS)}, got {embedding_layout!r}")
+            raise ValueError(f"embedding layout must be one of {', '.join(EMBEDDING_LAYOUTS)}, "
+                             f"got {embedding_layout!r}")
         hidden = max(1, embed_dim // scale_factor)
         self.keep_fraction = keep_fraction
         self.embedding_layout = embedding_layout
