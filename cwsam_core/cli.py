@@ -55,6 +55,58 @@ def _parse_bands(text: Optional[str]) -> Optional[list[int]]:
         raise CliError(f"--bands takes 1-based band numbers separated by commas (e.g. 1,2), got {text!r}") from None
 
 
+def _scene_list(args: argparse.Namespace) -> list:
+    """The scenes named on the command line and in ``--list`` (one scene a line; "VV.tif,VH.tif" is one
+    scene; relative paths are relative to the list file; blank lines and lines starting with # skipped)."""
+    from .scene import scene_paths
+
+    scenes = list(args.inputs)
+    if args.list:
+        listed = Path(args.list)
+        if not listed.is_file():
+            raise CliError(f"scene list not found: {listed}")
+        for number, line in enumerate(listed.read_text().splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            paths = [p if p.is_absolute() else listed.parent / p for p in scene_paths(line)]
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                raise CliError(f"{listed}, line {number}: file not found: {', '.join(missing)}; fix the list")
+            scenes.append(",".join(map(str, paths)) if len(paths) > 1 else str(paths[0]))
+    if not scenes:
+        raise CliError("name a SAR raster to classify (or several, or --list FILE)")
+    return scenes
+
+
+def _check_writable(folder: Path) -> None:
+    """Write and remove a probe file: permissions, read-only file systems and the like all show."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cwsam-write-test-"):
+            pass
+    except OSError as exc:
+        raise CliError(f"cannot write in the output folder {folder} ({exc.strerror or exc}); "
+                       "choose another folder") from None
+
+
+def _batch_outputs(scenes: list, folder: Path, with_confidence: bool) -> list:
+    """(scene, class raster, confidence raster or None) for each scene, named after the scene in ``folder``."""
+    from .scene import scene_name
+
+    named, jobs = {}, []
+    for scene in scenes:
+        stem = scene_name(scene)
+        if stem in named:
+            raise CliError(f"two scenes would write {stem}_classes.tif ({named[stem]} and {scene}): "
+                           "classify them into different folders")
+        named[stem] = scene
+        jobs.append((scene, folder / f"{stem}_classes.tif",
+                     folder / f"{stem}_confidence.tif" if with_confidence else None))
+    return jobs
+
+
 def _classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -63,31 +115,79 @@ def _classify(args: argparse.Namespace) -> int:
     from .model_file import ModelFileError
     from .radiometry import RadiometryError
 
-    bar = tqdm(total=100, unit="%", desc="classify", disable=args.quiet, bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}]")
+    scenes = _scene_list(args)
+    if (args.output is None) == (args.output_dir is None):
+        raise CliError("give --output FILE (one scene) or --output-dir FOLDER (any number of scenes)")
+    if args.output is not None:
+        if len(scenes) > 1:
+            raise CliError(f"{len(scenes)} scenes: give --output-dir FOLDER instead of --output")
+        confidence = args.confidence or (Path(args.output).with_name(Path(args.output).stem + "_confidence.tif")
+                                         if args.with_confidence else None)
+        jobs = [(scenes[0], Path(args.output), confidence)]
+    else:
+        if args.confidence:
+            raise CliError("--confidence names one file: with --output-dir use --with-confidence")
+        folder = Path(args.output_dir)
+        if not folder.is_dir():
+            raise CliError(f"output folder does not exist: {folder}")
+        _check_writable(folder)
+        jobs = _batch_outputs(scenes, folder, args.with_confidence)
+    # Under torchrun each process classifies its share of the scenes, on its own GPU where there are GPUs.
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    device = args.device
+    if world > 1 and device == "auto":
+        import torch
 
-    def progress(fraction: float, message: str) -> None:
-        bar.n = round(fraction * 100, 1)
-        bar.set_postfix_str(message, refresh=False)
-        bar.refresh()
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+    mine = jobs[rank::world]
+    batch = args.output_dir is not None
+    failed, skipped, done = [], [], 0
+    for index, (scene, output, confidence) in enumerate(mine, start=1):
+        if batch and not args.overwrite and output.exists():
+            skipped.append(scene)
+            print(f"[{index}/{len(mine)}] {scene}: {output.name} exists, skipped (--overwrite replaces it)")
+            continue
+        bar = tqdm(total=100, unit="%", desc=Path(str(scene).split(",")[0]).name if batch else "classify",
+                   disable=args.quiet, bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}]")
 
-    try:
-        result = classify_file(
-            args.input, args.output, args.model, sam_checkpoint=args.sam_checkpoint, tile_size=args.tile_size,
-            device=args.device, confidence_path=args.confidence, overlap=args.overlap, batch_size=args.batch_size,
-            input_scale=args.input_scale, band_indexes=_parse_bands(args.bands), threads=args.threads,
-            test_time_flips=args.flips, progress=progress,
-        )
-    except (ClassificationError, ModelFileError, CheckpointError, RadiometryError) as exc:
-        raise CliError(str(exc)) from None
-    except ClassificationCancelled as exc:
-        raise CliError(str(exc)) from None
-    except KeyboardInterrupt:
-        raise CliError("interrupted; nothing was written") from None
-    finally:
-        bar.close()
+        def progress(fraction: float, message: str) -> None:
+            bar.n = round(fraction * 100, 1)
+            bar.set_postfix_str(message, refresh=False)
+            bar.refresh()
+
+        try:
+            result = classify_file(
+                scene, output, args.model, sam_checkpoint=args.sam_checkpoint, tile_size=args.tile_size,
+                device=device, confidence_path=confidence, overlap=args.overlap, batch_size=args.batch_size,
+                input_scale=args.input_scale, band_indexes=_parse_bands(args.bands), threads=args.threads,
+                test_time_flips=args.flips, cog=args.cog, progress=progress,
+                run_info={"rank": rank, "world_size": world} if world > 1 else None,
+            )
+        except (ClassificationError, ModelFileError, CheckpointError, RadiometryError, ClassificationCancelled) as exc:
+            if not batch:
+                raise CliError(str(exc)) from None
+            failed.append((scene, str(exc)))
+            print(f"[{index}/{len(mine)}] {scene}: FAILED: {exc}", file=sys.stderr)
+            continue
+        except KeyboardInterrupt:
+            raise CliError("interrupted; the scene being classified was not written") from None
+        finally:
+            bar.close()
+        done += 1
+        _report(result, f"[{index}/{len(mine)}] {scene}: " if batch else "")
+    if batch:
+        print(f"{done} classified, {len(skipped)} skipped, {len(failed)} failed"
+              + (f" (process {rank} of {world})" if world > 1 else ""))
+        for scene, message in failed:
+            print(f"failed: {scene}: {message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _report(result, prefix: str = "") -> None:
     for message in result.warnings:
         print(f"warning: {message}", file=sys.stderr)
-    print(f"Classes written to {result.output} on {result.device} in {result.seconds:.1f} s")
+    print(f"{prefix}Classes written to {result.output} on {result.device} in {result.seconds:.1f} s")
     if result.confidence:
         print(f"Confidence written to {result.confidence}")
     print(f"Run record: {result.record}")
@@ -96,16 +196,24 @@ def _classify(args: argparse.Namespace) -> int:
     print(f"{'class':<20} {'pixels':>12} {'share':>7} {'area (' + result.area_unit + ')':>16}")
     for value, count in result.pixel_counts.items():
         print(f"{names[value]:<20} {count:>12,} {count / total:>7.1%} {result.areas[value]:>16,.1f}")
-    return 0
 
 
 def _register_classify(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("classify", help="classify a SAR raster into a styled class GeoTIFF")
-    parser.add_argument("input", metavar="INPUT", help="SAR raster (GeoTIFF or any format GDAL reads)")
+    parser = subparsers.add_parser("classify", help="classify SAR rasters into styled class GeoTIFFs")
+    parser.add_argument("inputs", metavar="SCENE", nargs="*",
+                        help="SAR raster (GeoTIFF or any format GDAL reads); polarisations in separate files as "
+                        "one scene: VV.tif,VH.tif; several scenes need --output-dir")
+    parser.add_argument("--list", metavar="FILE", help="a text file naming one scene a line (also VV.tif,VH.tif)")
     parser.add_argument("--model", required=True, help="CWSAM model file")
     parser.add_argument("--sam-checkpoint", help="the SAM checkpoint the model was fine-tuned from (if it needs one)")
-    parser.add_argument("--output", required=True, help="class GeoTIFF to write (with .qml, .aux.xml, .run.json)")
+    parser.add_argument("--output", help="class GeoTIFF to write for one scene (with .qml, .aux.xml, .run.json)")
+    parser.add_argument("--output-dir", metavar="FOLDER", help="folder for the class rasters of any number of "
+                        "scenes (<scene>_classes.tif); scenes whose output exists are skipped")
+    parser.add_argument("--overwrite", action="store_true", help="with --output-dir: replace existing outputs")
     parser.add_argument("--confidence", help="also write the per-pixel confidence (percent) to this GeoTIFF")
+    parser.add_argument("--with-confidence", action="store_true",
+                        help="also write <name>_confidence.tif beside each class raster")
+    parser.add_argument("--cog", action="store_true", help="write Cloud-Optimised GeoTIFFs with overviews")
     parser.add_argument("--tile-size", type=int, help="tile size in pixels, a multiple of 16 (default: the model's)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction (default 0.25)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default 4)")

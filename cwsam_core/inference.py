@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 import torch
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window, from_bounds
@@ -211,6 +212,8 @@ def classify_raster(
     model_identity: Optional[dict] = None,
     bounds: Optional[Sequence[float]] = None,
     test_time_flips: bool = False,
+    cog: bool = False,
+    run_info: Optional[dict] = None,
 ) -> ClassificationResult:
     """Classify the raster at ``input_path`` with ``model`` and write a styled uint8 class GeoTIFF.
 
@@ -220,6 +223,8 @@ def classify_raster(
     ``bounds`` (xmin, ymin, xmax, ymax in the raster's CRS) limits the output to that window of the
     raster's grid, widened to whole pixels; tiles still read the raster around it for context.
     ``test_time_flips`` averages each tile's probabilities over four flips (4 times the compute).
+    ``cog`` writes Cloud-Optimised GeoTIFFs (overviews: mode of the classes, mean of the confidence).
+    ``run_info`` is added to the run record (e.g. the process of a batch under torchrun).
     Everything is written to temporary files and renamed at the end: after an error or a cancel
     nothing is left at the output paths.
     """
@@ -280,12 +285,17 @@ def classify_raster(
                 resolved = {"band_indexes": list(reader.band_indexes), "input_scale": reader.source_scale,
                             "normalization": reader.stats.to_dict(),
                             "normalization_source": "model file" if card.normalization else "whole raster sample"}
+        if cog:
+            _to_cog(temporaries[output_path], "MODE")
+            if confidence_path:
+                _to_cog(temporaries[confidence_path], "AVERAGE")
         aux, qml = sidecars(output_path)["aux"], sidecars(output_path)["qml"]
         temporaries[aux].write_text(category_names_aux_xml(card.classes))
         temporaries[qml].write_text(qml_text(card.classes))
         publish((temporaries[t], t) for t in reversed(targets))  # the class raster last
     except BaseException:
-        remove_quietly([*temporaries.values(), *(t.with_name(t.name + ".aux.xml") for t in temporaries.values())])
+        remove_quietly([*temporaries.values(), *(t.with_name(t.name + ".aux.xml") for t in temporaries.values()),
+                        *(t.with_name(t.name + ".cog") for t in temporaries.values())])
         raise
     seconds = time.perf_counter() - started
     record = {
@@ -306,10 +316,20 @@ def classify_raster(
         "area_per_class": {str(v): a for v, a in areas.items()},
         "area_unit": area_unit,
         "warnings": notes,
+        **({"cloud_optimised": True} if cog else {}),
+        **({"process": run_info} if run_info else {}),
     }
     record_path.write_text(json.dumps(record, indent=2))
     return ClassificationResult(output_path, confidence_path, record_path, counts, areas, area_unit,
                                 {c.value: c.name for c in card.classes}, seconds, str(torch_device), notes)
+
+
+def _to_cog(path: Path, overview_resampling: str) -> None:
+    """Rewrite the GeoTIFF at ``path`` as a Cloud-Optimised GeoTIFF (GDAL's COG driver) with overviews."""
+    converted = path.with_name(path.name + ".cog")
+    rasterio.shutil.copy(path, converted, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256, OVERVIEWS="AUTO",
+                         RESAMPLING=overview_resampling)
+    os.replace(converted, path)
 
 
 def _open_raster(spec) -> rasterio.io.DatasetReader:
