@@ -20,6 +20,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import messages, settings
+from .setup_panel import device_line
 from ..layers import (
     LayerError, add_classification, cwsam_output_layers, free_path, layer_file, output_folder, raster_source, safe_stem,
 )
@@ -162,6 +163,8 @@ class ClassifyPanel(QWidget):
         self.batch_spin.setRange(1, 256)
         self.device_combo = QComboBox(self)
         self.device_combo.addItems(DEVICES)
+        self.device_label = QLabel(self)  # which device runs and why (GPU name and free memory, or why the CPU)
+        self.device_label.setWordWrap(True)
         self.output_widget = QgsFileWidget(self)
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.output_widget.setFilter("GeoTIFF (*.tif)")
@@ -203,6 +206,7 @@ class ClassifyPanel(QWidget):
         form.addRow("Overlap", self.overlap_spin)
         form.addRow("Batch size", self.batch_spin)
         form.addRow("Device", self.device_combo)
+        form.addRow(self.device_label)
         form.addRow("Output file", self.output_widget)
         form.addRow(self.confidence_check)
         buttons = QHBoxLayout()
@@ -232,6 +236,7 @@ class ClassifyPanel(QWidget):
         self.model_widget.fileChanged.connect(self._inputs_changed)
         self.bands_edit.editingFinished.connect(self.update_fit)
         self.input_scale_combo.currentIndexChanged.connect(self.update_fit)
+        self.device_combo.currentTextChanged.connect(lambda text: self.device_label.setText(device_line(text)))
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -243,6 +248,7 @@ class ClassifyPanel(QWidget):
         self.batch_spin.setValue(settings.value(settings.BATCH_SIZE))
         device = settings.value(settings.DEVICE)
         self.device_combo.setCurrentIndex(DEVICES.index(device) if device in DEVICES else 0)
+        self.device_label.setText(device_line(self.device_combo.currentText()))
         self.confidence_check.setChecked(settings.value(settings.CONFIDENCE))
 
     def _save_settings(self) -> None:

@@ -11,6 +11,18 @@ from qgis.PyQt.QtWidgets import QFormLayout, QLabel, QPlainTextEdit, QPushButton
 from .. import dependencies, settings
 
 
+def device_line(setting: str) -> str:
+    """Which device a run with this device setting uses and why: "Runs on GPU (cuda:0): NVIDIA ..., 10.2 GiB
+    free of 16.0 GiB", or "Runs on CPU: this PyTorch ... is a CPU-only build ...". Never raises."""
+    try:
+        from cwsam_core.devices import describe_device
+
+        device, reason = describe_device(setting)
+    except Exception as exc:  # noqa: BLE001 - torch missing or broken: say so, the Setup tab has the details
+        return f"Device: unknown, the engine does not import ({type(exc).__name__}); see the Setup tab"
+    return f"Runs on {reason}" if device is not None else f"Cannot run: {reason}"
+
+
 class SetupPanel(QWidget):
     """The Python environment setting, a "Check again" button and the dependency report."""
 
@@ -26,6 +38,9 @@ class SetupPanel(QWidget):
         self.check_button = QPushButton("Check again", self)
         self.status_label = QLabel(self)
         self.status_label.setWordWrap(True)
+        self.device_label = QLabel(self)
+        self.device_label.setWordWrap(True)
+        self.device_label.setToolTip("For the Classify tab's Device setting")
         self.details = QPlainTextEdit(self)
         self.details.setReadOnly(True)
         self.details.setFont(QFont("monospace"))
@@ -35,6 +50,7 @@ class SetupPanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.check_button)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.device_label)
         layout.addWidget(self.details, 1)
         self.check_button.clicked.connect(self.recheck)
         if report is not None:
@@ -55,3 +71,4 @@ class SetupPanel(QWidget):
         colour = "#1e8449" if report.ok else "#c0392b"
         self.status_label.setText(f"<span style='color:{colour}'>{report.summary()}</span>")
         self.details.setPlainText(report.details())
+        self.device_label.setText(device_line(settings.value(settings.DEVICE)) if report.ok else "")
