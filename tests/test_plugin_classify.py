@@ -310,3 +310,16 @@ def test_area_table_uses_one_unit():
     assert [row[4] for row in area_summary(small, classes)] == ["0.50 ha", "150.00 ha", "2,000.00 ha"]
     small.area_unit = "px"
     assert area_summary(small, classes)[0][4] == "5,000 px"
+
+
+def test_a_remembered_sam_checkpoint_does_not_stop_a_self_contained_model(dock, qtbot, tmp_path, model_file):
+    """The SAM checkpoint field is remembered across sessions; a model trained from scratch ignores it."""
+    iface, plugin, panel = dock
+    layer = add_raster(write_sar(tmp_path / "sar.tif", height=40, width=50))
+    panel.layer_combo.setLayer(layer)
+    panel.model_widget.setFilePath(str(model_file))
+    panel.sam_widget.setFilePath(str(tmp_path / "gone" / "sam_vit_b_01ec64.pth"))
+    assert panel.build_request().sam_checkpoint is None
+    panel.output_widget.setFilePath(str(tmp_path / "classes.tif"))
+    run_to_end(qtbot, panel)
+    assert panel.last_outcome.result is not None, panel.last_outcome.error

@@ -108,6 +108,10 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback) -> dict:  # noqa: N802
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        given = parameters.get(self.INPUT)
+        if layer is None and isinstance(given, str) and given:
+            # A path QGIS could not open (batch rows are often typed or pasted paths): name it.
+            raise QgsProcessingException(f"{given} is not a raster QGIS can read: choose a SAR raster file")
         try:
             source = raster_source(layer)
         except LayerError as exc:

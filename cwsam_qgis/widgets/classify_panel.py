@@ -42,6 +42,15 @@ def scale_word(scale: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
+def _self_contained(model_path: str) -> bool:
+    """Whether the model file needs no SAM checkpoint (False when its card cannot be read: the engine says why)."""
+    try:
+        stat = os.stat(model_path)
+        return _model_card(model_path, stat.st_mtime, stat.st_size).self_contained
+    except Exception:  # noqa: BLE001 - unreadable or missing dependencies: leave the decision to the engine
+        return False
+
+
 def _model_card(path: str, modified: float, size: int):
     """The card of a model file, read once per version of the file (a model file holds all its tensors)."""
     from cwsam_core.model_file import read_model_card
@@ -327,6 +336,8 @@ class ClassifyPanel(QWidget):
         if not os.path.isfile(model):
             raise LayerError(f"model file not found: {model}; choose an existing CWSAM model file")
         sam = self.sam_widget.filePath().strip()
+        if sam and _self_contained(model):
+            sam = ""  # a remembered SAM checkpoint of another model does not concern this one
         if sam and not os.path.isfile(sam):
             raise LayerError(f"SAM checkpoint not found: {sam}; choose the file or clear the field")
         output = self.output_widget.filePath().strip()
