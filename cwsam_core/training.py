@@ -693,8 +693,11 @@ def _epochs_estimate(config: TrainConfig, clock: _Clock, epoch: int) -> int:
     """Epochs of the whole run: as configured, or with a time budget estimated from the time spent."""
     if clock.budget is None:
         return config.epochs
+    fraction = clock.fraction()
+    if fraction < 0.05:  # too early to tell
+        return epoch + 1
     done = epoch + clock.steps % config.steps_per_epoch / config.steps_per_epoch
-    return max(epoch + 1, math.ceil(done / max(clock.fraction(), 1e-9) - 1e-6))
+    return max(epoch + 1, math.ceil(done / fraction - 1e-6))
 
 
 def _warn_about_a_still_score(history: List[EpochRecord]) -> None:
