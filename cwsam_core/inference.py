@@ -28,6 +28,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import file_sha256
+from .devices import auto_batch_size, compile_encoder
 from .model_file import ModelCard, load_model_file
 from .paths import OutputConflictError, check_outputs, class_raster_files, raster_input_files
 from .radiometry import SarReader
@@ -202,7 +203,7 @@ def classify_raster(
     *,
     confidence_path: Optional[Path | str] = None,
     overlap: float = 0.25,
-    batch_size: int = 4,
+    batch_size: Optional[int] = None,
     device: str | torch.device = "auto",
     input_scale: str = "auto",
     band_indexes: Optional[Sequence[int]] = None,
@@ -214,6 +215,7 @@ def classify_raster(
     test_time_flips: bool = False,
     cog: bool = False,
     run_info: Optional[dict] = None,
+    compile_model: bool = False,
 ) -> ClassificationResult:
     """Classify the raster at ``input_path`` with ``model`` and write a styled uint8 class GeoTIFF.
 
@@ -225,6 +227,8 @@ def classify_raster(
     ``test_time_flips`` averages each tile's probabilities over four flips (4 times the compute).
     ``cog`` writes Cloud-Optimised GeoTIFFs (overviews: mode of the classes, mean of the confidence).
     ``run_info`` is added to the run record (e.g. the process of a batch under torchrun).
+    ``batch_size`` None: as many tiles as fit in free GPU memory (4 without a GPU). ``compile_model``:
+    ``torch.compile`` the image encoder (falls back to eager mode with a warning where that fails).
     Everything is written to temporary files and renamed at the end: after an error or a cancel
     nothing is left at the output paths.
     """
@@ -237,7 +241,7 @@ def classify_raster(
         raise ClassificationError(f"tile size must be a positive multiple of 16 pixels, got {tile}")
     if not 0 <= overlap < 1:
         raise ClassificationError(f"overlap must be a fraction in [0, 1), got {overlap}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ClassificationError(f"batch size must be at least 1, got {batch_size}")
     for path in paths:
         if not path.is_file():
@@ -255,6 +259,11 @@ def classify_raster(
         notes.append(message)
         LOG.warning(message)
 
+    batch_source = "given"
+    if batch_size is None:
+        batch_size, batch_source = auto_batch_size(model, torch_device, tile, lambda: _autocast(torch_device))
+    if compile_model:
+        compile_encoder(model, warn)
     stride = max(1, tile - int(round(tile * overlap)))
     targets = [output_path, *sidecars(output_path).values()] + ([confidence_path] if confidence_path else [])
     temporaries = {t: t.with_name(f".{t.name}.{os.getpid()}.partial") for t in targets}
@@ -304,7 +313,8 @@ def classify_raster(
         "model": {**(model_identity or {}), "backbone": card.backbone, "input_size": card.input_size,
                   "classes": [c.__dict__ for c in card.classes]},
         "input": fingerprint,
-        "parameters": {"tile_size": tile, "overlap": overlap, "batch_size": batch_size, "requested_scale": input_scale,
+        "parameters": {"tile_size": tile, "overlap": overlap, "batch_size": batch_size,
+                       "batch_size_source": batch_source, "compile": compile_model, "requested_scale": input_scale,
                        "test_time_flips": test_time_flips,
                        "bounds": list(bounds) if bounds is not None else None, "window": window_record, **resolved},
         "device": str(torch_device),

@@ -116,3 +116,29 @@ def test_compiled_encoder_gives_the_same_outputs_and_names():
         torch.testing.assert_close(model(images), expected, atol=1e-5, rtol=1e-5)
     assert warnings == [] and model.image_encoder.compile_state == {"failed": False}
     assert list(model.state_dict()) == names
+
+
+def test_classification_chooses_the_batch_and_records_a_failed_compile(tmp_path, monkeypatch):
+    import json
+
+    from test_inference import card_for, write_sar
+
+    from cwsam_core.inference import classify_raster
+
+    def broken_compile(function, **options):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    torch.manual_seed(0)
+    model = build_cwsam("vit_nano", 3, input_size=64)
+    result = classify_raster(write_sar(tmp_path / "sar.tif", 100, 90), tmp_path / "classes.tif", model, card_for(64),
+                             device="cpu", compile_model=True)
+    record = json.loads(result.record.read_text())
+    assert record["parameters"]["batch_size"] == 4
+    assert record["parameters"]["batch_size_source"] == "4 (the default without a CUDA GPU)"
+    assert record["parameters"]["compile"] is True and record["device"] == "cpu"
+    assert ("--compile: compiling the image encoder failed (RuntimeError: no C++ compiler); running without it"
+            in record["warnings"])
+    assert result.output.is_file()
