@@ -161,7 +161,7 @@ def _classify(args: argparse.Namespace) -> int:
                 scene, output, args.model, sam_checkpoint=args.sam_checkpoint, tile_size=args.tile_size,
                 device=device, confidence_path=confidence, overlap=args.overlap, batch_size=args.batch_size,
                 input_scale=args.input_scale, band_indexes=_parse_bands(args.bands), threads=args.threads,
-                test_time_flips=args.flips, cog=args.cog, progress=progress,
+                test_time_flips=args.flips, cog=args.cog, progress=progress, compile_model=args.compile,
                 run_info={"rank": rank, "world_size": world} if world > 1 else None,
             )
         except (ClassificationError, ModelFileError, CheckpointError, RadiometryError, ClassificationCancelled) as exc:
@@ -216,7 +216,10 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cog", action="store_true", help="write Cloud-Optimised GeoTIFFs with overviews")
     parser.add_argument("--tile-size", type=int, help="tile size in pixels, a multiple of 16 (default: the model's)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction (default 0.25)")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default 4)")
+    parser.add_argument("--batch-size", type=int, help="tiles per batch (default: as many as fit in free GPU "
+                        "memory, at most 32; 4 without a GPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the image encoder (GPU: faster once "
+                        "compiled, the first tiles take minutes); falls back with a warning where it fails")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--input-scale", default="auto", choices=["auto", "db", "linear", "amplitude"],

@@ -321,5 +321,10 @@ def test_a_remembered_sam_checkpoint_does_not_stop_a_self_contained_model(dock, 
     panel.sam_widget.setFilePath(str(tmp_path / "gone" / "sam_vit_b_01ec64.pth"))
     assert panel.build_request().sam_checkpoint is None
     panel.output_widget.setFilePath(str(tmp_path / "classes.tif"))
-    run_to_end(qtbot, panel)
-    assert panel.last_outcome.result is not None, panel.last_outcome.error
+    try:
+        run_to_end(qtbot, panel)
+        assert panel.last_outcome.result is not None, panel.last_outcome.error
+    finally:
+        from cwsam_qgis import settings
+
+        settings.set_value(settings.SAM_CHECKPOINT, "")  # later tests start without it

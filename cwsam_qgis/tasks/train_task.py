@@ -280,6 +280,8 @@ def training_job(
     if config.sam_checkpoint and not sam_checkpoint:
         raise ValueError(f"backbone {backbone} starts from SAM: choose its SAM checkpoint ({config.sam_checkpoint}), "
                          "or the vit_tiny backbone, which needs none")
+    if not config.sam_checkpoint:
+        sam_checkpoint = None  # trained from scratch: a remembered SAM checkpoint does not concern it
     if sam_checkpoint and not Path(sam_checkpoint).is_file():
         raise ValueError(f"SAM checkpoint not found: {sam_checkpoint}")
     output = model_output_path(output)

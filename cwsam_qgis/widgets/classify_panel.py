@@ -15,8 +15,8 @@ from qgis.core import (
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-    QPushButton, QScrollArea, QSpinBox, QTextBrowser, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+    QPushButton, QSpinBox, QTextBrowser, QWidget,
 )
 
 from .. import messages, settings
@@ -27,6 +27,7 @@ from ..layers import (
 from ..tasks.classify_task import (
     ClassifyOutcome, ClassifyRequest, ClassifyTask, area_summary, for_the_plugin, parse_bands,
 )
+from .scrolling import scrolling_content
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 INPUT_SCALES = (("auto (from the values)", "auto"), ("dB", "db"), ("linear power", "linear"),
@@ -221,16 +222,7 @@ class ClassifyPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea(self)  # a short screen scrolls the tab instead of squeezing the area table
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        outer.addWidget(scroll)
-        content = QWidget(scroll)
-        scroll.setWidget(content)
-        layout = QVBoxLayout(content)
+        content, layout = scrolling_content(self)
         layout.addWidget(inputs)
         layout.addWidget(options)
         layout.addLayout(buttons)

@@ -26,7 +26,6 @@ from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -34,11 +33,9 @@ from qgis.PyQt.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -50,6 +47,7 @@ from ..polygon_source import (
 from ..tasks.classify_task import parse_bands
 from ..tasks.train_task import TrainOutcome, TrainTask, describe_outcome, history_lines, training_job
 from .training_plot import TrainingPlot
+from .scrolling import scrolling_content
 
 # Keys under "cwsam/" (the shared SAM checkpoint key lives in settings.py).
 KEY_BACKBONE = "train/backbone"
@@ -160,16 +158,7 @@ class TrainPanel(QWidget):
     # ---------------------------------------------------------------------------------------------- UI
 
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea(self)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        outer.addWidget(scroll)
-        content = QWidget(scroll)
-        scroll.setWidget(content)
-        layout = QVBoxLayout(content)
+        content, layout = scrolling_content(self)
 
         data = QGroupBox("Training data", content)
         form = QFormLayout(data)
