@@ -29,6 +29,7 @@ from . import __version__
 from .build import build_cwsam
 from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, torch_load_safely
 from .datasets import RasterLabels, TrainingDataError, random_window
+from .devices import compile_encoder
 from .distributed import DistributedContext, setup_distributed
 from .inference import _autocast
 from .losses import IGNORE_INDEX, SegmentationLoss, class_weights_from_counts
@@ -90,6 +91,7 @@ class TrainConfig:
     balanced_sampling: float = 0.5  # share of windows centred on a pixel of a class drawn uniformly
     augment: bool = True
     gradient_checkpointing: bool = False
+    compile_encoder: bool = False  # torch.compile the image encoder (eager, with a warning, where that fails)
     device: str = "auto"
     seed: int = 0
     validation_batch: int = 4
@@ -590,6 +592,8 @@ def train(
             weights = torch.ones(len(config.classes))
         loss_fn = SegmentationLoss(weights.to(device), config.dice_weight)
         model.to(device).train()
+        if config.compile_encoder:
+            compile_encoder(model, LOG.warning)
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
         use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
