@@ -290,8 +290,12 @@ def _train(args: argparse.Namespace) -> int:
     from .classes import ClassSpecError, parse_classes
     from .datasets import TrainingDataError
     from .radiometry import RadiometryError
-    from .training import TrainConfig, train
+    from .training import PAPER_EPOCHS, TrainConfig, train
 
+    paper = args.recipe == "paper"
+    epochs = args.epochs if args.epochs is not None else (PAPER_EPOCHS if paper else 10)
+    # The paper recipe's epoch is one pass over the training data (None: resolved by the engine).
+    steps_per_epoch = args.steps_per_epoch if args.steps_per_epoch is not None else (None if paper else 50)
     try:
         sources = _sources(args)
         classes = parse_classes(args.classes) if args.classes else _classes_from_data(sources, args.ignore_value or [])
@@ -299,17 +303,17 @@ def _train(args: argparse.Namespace) -> int:
             backbone=args.backbone, classes=classes, output=Path(args.output), sam_checkpoint=args.sam_checkpoint,
             tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")] if args.band_names else None,
             band_indexes=_parse_bands(args.bands), input_scale=args.input_scale, model_scale=args.model_scale,
-            ignore_values=args.ignore_value or [], epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+            ignore_values=args.ignore_value or [], epochs=epochs, steps_per_epoch=steps_per_epoch,
             batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, val_fraction=args.val_fraction,
             time_budget=args.time_budget, balanced_sampling=args.balanced_sampling,
             device=args.device, seed=args.seed, dice_weight=args.dice,
             class_weights=_parse_weights(args.class_weights, len(classes)),
-            gradient_checkpointing=args.gradient_checkpointing,
+            gradient_checkpointing=args.gradient_checkpointing, recipe=args.recipe,
             compile_encoder=args.compile,
         )
         # Under torchrun only rank 0 reports. With a time budget the bar counts percent of the time.
         main_process = int(os.environ.get("RANK", "0")) == 0
-        total = 100 if args.time_budget else args.epochs * args.steps_per_epoch
+        total = 100 if args.time_budget else epochs * (steps_per_epoch or 1)
         bar = tqdm(total=total, desc="train", unit="%" if args.time_budget else "step",
                    disable=args.quiet or not main_process)
 
@@ -318,6 +322,8 @@ def _train(args: argparse.Namespace) -> int:
                 bar.write(f"epoch {info['epoch']}: train loss {info['train_loss']:.4f}, "
                           f"validation mIoU {info['val_miou']:.4f} (best {info['best_miou']:.4f})")
             else:
+                if not args.time_budget:
+                    bar.total = int(info["epochs"]) * int(info["steps"])  # known once the data are read
                 bar.n = (round(100 * float(info["fraction"]), 1) if args.time_budget
                          else (int(info["epoch"]) - 1) * int(info["steps"]) + int(info["step"]))
                 bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
@@ -366,8 +372,14 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--time-budget", type=float, metavar="MINUTES",
                         help="train for this many minutes (epochs then run until the time is spent, and the "
                         "learning rate follows the elapsed time)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs (default 10; not used with --time-budget)")
-    parser.add_argument("--steps-per-epoch", type=int, default=50, help="optimizer steps per epoch (default 50)")
+    parser.add_argument("--epochs", type=int, help="epochs (default 10, 200 with --recipe paper; not used with "
+                        "--time-budget)")
+    parser.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default 50; with --recipe "
+                        "paper one pass over the training data)")
+    parser.add_argument("--recipe", default="default", choices=["default", "paper"],
+                        help="paper: the authors' training (AdamW 2e-4, cosine per epoch to 1e-7 over 200 epochs of "
+                        "one pass over the data, their class weights for the FUSAR-Map classes, loss divided by the "
+                        "pixel count, no augmentation), to compare results with theirs")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per step (per process under torchrun)")
     parser.add_argument("--accumulate", type=int, default=1, help="batches whose gradients add up to one step")
     parser.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 from scratch, 2e-4 with a SAM "

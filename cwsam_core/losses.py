@@ -45,21 +45,33 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
 class SegmentationLoss(nn.Module):
     """Cross-entropy over labelled pixels (``ignore_index`` elsewhere) with optional class weights,
     plus ``dice_weight`` times the soft Dice loss. Returns 0 (with a gradient) for a batch without any
-    labelled pixel instead of NaN, so sparse labels cannot poison a run."""
+    labelled pixel instead of NaN, so sparse labels cannot poison a run.
+
+    ``normalization`` "labelled" divides the weighted sum by the summed weights of the labelled pixels
+    (PyTorch's weighted mean); "pixels" divides it by the number of pixels, labelled or not, as the
+    authors' soft-target CrossEntropyLoss does (their paper recipe).
+    """
 
     def __init__(self, class_weights: Optional[torch.Tensor] = None, dice_weight: float = 0.0,
-                 ignore_index: int = IGNORE_INDEX) -> None:
+                 ignore_index: int = IGNORE_INDEX, normalization: str = "labelled") -> None:
         super().__init__()
+        if normalization not in ("labelled", "pixels"):
+            raise ValueError(f"normalization must be 'labelled' or 'pixels', got {normalization!r}")
         self.register_buffer("class_weights", class_weights if class_weights is not None else None)
         self.dice_weight = dice_weight
         self.ignore_index = ignore_index
+        self.normalization = normalization
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits: B x N x H x W (any float dtype); target: B x H x W int64 -> scalar loss."""
         logits = logits.float()
         if not (target != self.ignore_index).any():
             return logits.sum() * 0.0
-        loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
+        if self.normalization == "pixels":
+            loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index,
+                                   reduction="sum") / target.numel()
+        else:
+            loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
         if self.dice_weight:
             loss = loss + self.dice_weight * soft_dice_loss(logits, target, self.ignore_index)
         return loss

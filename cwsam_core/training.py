@@ -64,6 +64,17 @@ class TrainingSource:
 LR_FROM_SCRATCH = 1e-3
 LR_ADAPTERS = 2e-4
 
+# Training recipes: "default" (this project's), or "paper": the authors' (xypu98/CWSAM train.py and their
+# FUSAR-Map config), so that results can be compared with theirs: AdamW at 2e-4, one learning rate per
+# epoch on a cosine to 1e-7 over the epochs (CosineAnnealingLR, no warm-up; 200 epochs in their config),
+# an epoch being one pass over the training data (its area in tiles), cross-entropy weighted by their
+# class weights where given (FUSAR-Map: building 1.5, vegetation 1, water 0.5, road 1.9, background 0.1;
+# else equal) and normalised by the pixel count (a weighted sum over labelled pixels divided by all
+# pixels, as their soft-target CrossEntropyLoss does), no augmentation, uniform windows.
+RECIPES = ("default", "paper")
+PAPER_EPOCHS = 200
+PAPER_LR_MIN = 1e-7
+
 
 @dataclass
 class TrainConfig:
@@ -77,8 +88,8 @@ class TrainConfig:
     input_scale: str = "auto"  # scale of the images' values; auto: detected (8-bit images: amplitude)
     model_scale: str = "auto"  # auto: amplitude for 8-bit images (never log-transformed), else dB
     ignore_values: List[int] = field(default_factory=list)
-    epochs: int = 10
-    steps_per_epoch: int = 50
+    epochs: int = 10  # the paper recipe: 200 in their config
+    steps_per_epoch: Optional[int] = 50  # None: one pass over the training data (its area in tiles)
     batch_size: int = 4
     accumulate: int = 1
     lr: Optional[float] = None  # None: LR_FROM_SCRATCH or LR_ADAPTERS, by the kind of training
@@ -95,6 +106,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     validation_batch: int = 4
+    recipe: str = "default"  # or "paper": see RECIPES
 
 
 @dataclass
@@ -471,13 +483,39 @@ def _resolve(config: TrainConfig, opened: List[_Source], pretrained: bool) -> Tr
         # An 8-bit raster is a display product or digital numbers: normalised as it is, never log-transformed.
         model_scale = "amplitude" if all(_is_8bit(s, config) for s in opened) else "db"
     lr = config.lr if config.lr is not None else (LR_ADAPTERS if pretrained else LR_FROM_SCRATCH)
+    if config.recipe == "paper":
+        return replace(config, model_scale=model_scale, lr=config.lr if config.lr is not None else LR_ADAPTERS,
+                       warmup_steps=0, augment=False, balanced_sampling=0.0,
+                       class_weights=config.class_weights or paper_class_weights(config.classes))
     return replace(config, model_scale=model_scale, lr=lr)
+
+
+def paper_class_weights(classes: Sequence[ClassInfo]) -> Optional[List[float]]:
+    """The authors' class weights for classes they set them for (FUSAR-Map 1.0's five, matched by name);
+    None (equal weights, as their code without ``loss_weight``) otherwise."""
+    from .authors import FUSAR_MAP_CLASSES, FUSAR_MAP_LOSS_WEIGHTS
+
+    theirs = {c.name: w for c, w in zip(FUSAR_MAP_CLASSES, FUSAR_MAP_LOSS_WEIGHTS)}
+    names = [c.name.strip().lower() for c in classes]
+    return [theirs[n] for n in names] if sorted(names) == sorted(theirs) else None
+
+
+def steps_per_pass(sources: Sequence[_Source], tile: int, batch_size: int) -> int:
+    """Optimizer steps that draw as many windows as the training blocks hold tiles: one pass over the data."""
+    area = sum(int(b.width) * int(b.height) for s in sources for b in s.train_blocks)
+    return max(1, math.ceil(area / (tile * tile) / batch_size))
 
 
 def _check_config(config: TrainConfig) -> None:
     if len(config.classes) < 2:
         raise TrainingDataError("at least two classes are needed to train a classifier")
+    if config.recipe not in RECIPES:
+        raise TrainingDataError(f"unknown recipe {config.recipe!r}: use {' or '.join(RECIPES)}")
+    if config.recipe == "paper" and config.time_budget is not None:
+        raise TrainingDataError("the paper recipe follows the authors' schedule by epochs: leave out the training time")
     for name in ("epochs", "steps_per_epoch", "batch_size", "accumulate"):
+        if getattr(config, name) is None and name == "steps_per_epoch":
+            continue
         if int(getattr(config, name)) < 1:
             raise TrainingDataError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(config, name)}")
     if config.time_budget is not None and not config.time_budget > 0:
@@ -499,6 +537,9 @@ class _Clock:
         self.budget = config.time_budget * 60.0 if config.time_budget else None
         self.total_steps = config.epochs * config.steps_per_epoch
         self.warmup = config.warmup_steps
+        self.paper = config.recipe == "paper"
+        self.epochs, self.steps_per_epoch = config.epochs, config.steps_per_epoch
+        self.lr_min = PAPER_LR_MIN / config.lr if config.lr else 0.0
         self.steps, self._before = steps, seconds
         self._started = time.perf_counter()
         self._warm_seconds: Optional[float] = None  # when warm-up ended, on the budget's clock
@@ -518,6 +559,9 @@ class _Clock:
         return min(1.0, self.steps / self.total_steps)
 
     def factor(self) -> float:
+        if self.paper:  # their CosineAnnealingLR(T_max=epochs, eta_min=1e-7), stepped once per epoch
+            epoch = self.steps // self.steps_per_epoch
+            return self.lr_min + (1 - self.lr_min) * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
         if self.budget is None:
             return lr_factor(self.steps, self.warmup, (self.steps - self.warmup) / max(1, self.total_steps - self.warmup))
         if self.steps >= self.warmup and self._warm_seconds is None:
@@ -567,6 +611,8 @@ def train(
         config = _resolve(config, opened, model.pretrained_encoder)
         split_sources(opened, tile, config.val_fraction, config.seed)
         training_sources = [s for s in opened if s.train_blocks]
+        if config.steps_per_epoch is None:
+            config = replace(config, steps_per_epoch=steps_per_pass(training_sources, tile, config.batch_size))
         counts = sum(s.block_counts[~s.held_out].sum(axis=0) for s in training_sources)
         for s in opened:
             _log_label_notes(s)
@@ -586,11 +632,12 @@ def train(
         # weights for adapters on SAM, as before.
         if config.class_weights:
             weights = torch.tensor(config.class_weights, dtype=torch.float32)
-        elif model.pretrained_encoder:
+        elif model.pretrained_encoder and config.recipe != "paper":
             weights = class_weights_from_counts(counts)
         else:
             weights = torch.ones(len(config.classes))
-        loss_fn = SegmentationLoss(weights.to(device), config.dice_weight)
+        loss_fn = SegmentationLoss(weights.to(device), config.dice_weight,
+                                   normalization="pixels" if config.recipe == "paper" else "labelled")
         model.to(device).train()
         if config.compile_encoder:
             compile_encoder(model, LOG.warning)
@@ -762,7 +809,8 @@ def _provenance(config: TrainConfig, data: list, epoch: int, metrics: Optional[S
         "data": data, "epoch": epoch, "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch,
         "steps": clock.steps, "training_minutes": round(clock.seconds / 60, 2), "time_budget": config.time_budget,
         "batch_size": config.batch_size, "processes": processes, "lr": config.lr, "seed": config.seed,
-        "val_fraction": config.val_fraction, "balanced_sampling": config.balanced_sampling,
+        "val_fraction": config.val_fraction, "balanced_sampling": config.balanced_sampling, "recipe": config.recipe,
+        "class_weights": config.class_weights,
         "validation": None if metrics is None else {
             "miou": metrics.miou, "overall_accuracy": metrics.overall_accuracy, "fwiou": metrics.fwiou,
             "kappa": metrics.kappa, "iou": [None if np.isnan(v) else float(v) for v in metrics.iou],
