@@ -46,6 +46,16 @@ def _modules(dim: int, heads: int, table: int, seed: int = 0):
 @pytest.mark.parametrize("name,dim,heads,window,grid,table", CASES, ids=[c[0] for c in CASES])
 def test_outputs_and_gradients_equal_segment_anything(name, dim, heads, window, grid, table, strategy, monkeypatch):
     monkeypatch.setattr(FusedAttention, "strategy", strategy)
+    _check_against_segment_anything(dim, heads, window, grid, table)
+
+
+@pytest.mark.parametrize("name,dim,heads,window,grid,table", [CASES[0], CASES[6]], ids=[CASES[0][0], CASES[6][0]])
+def test_without_recomputation_in_backward_too(name, dim, heads, window, grid, table, monkeypatch):
+    monkeypatch.setattr(FusedAttention, "recompute", False)
+    _check_against_segment_anything(dim, heads, window, grid, table)
+
+
+def _check_against_segment_anything(dim: int, heads: int, window: int, grid, table: int) -> None:
     reference = _modules(dim, heads, table)
     fused = FusedAttention.from_attention(reference, window)
     height, width = grid if isinstance(grid, tuple) else (grid, grid)

@@ -23,6 +23,10 @@ The decomposed relative-position term of query (qh, qw) and key (kh, kw) is
   zero-padded to the same width (the CPU kernel needs equal widths). Used where gradients flow on CPU:
   PyTorch's CPU flash kernel does not differentiate an attention mask and would fall back to the
   explicit computation. Costs (h + w) / head_dim more attention FLOPs, keeps no N x N tensor.
+
+Where gradients flow, the attention between ``qkv`` and ``proj`` is recomputed in backward
+(``torch.utils.checkpoint``; ``FusedAttention.recompute``): a block keeps its qkv tensor (B x H x W x 3C)
+for backward instead of the padded q', k', v', the output and, on CUDA, the B x heads x N x N mask.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 # "auto" picks per call (see the module docstring); "bias" and "folded" force one form (tests, benchmarks).
 STRATEGIES = ("auto", "bias", "folded")
@@ -47,6 +52,8 @@ class FusedAttention(nn.Module):
     """
 
     strategy: str = "auto"
+    # Where gradients flow, recompute the attention in backward from qkv instead of keeping its tensors.
+    recompute: bool = True
 
     def __init__(
         self,
@@ -97,9 +104,22 @@ class FusedAttention(nn.Module):
         return attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, dim = x.shape
-        heads, head_dim = self.num_heads, dim // self.num_heads
         qkv = self.qkv(x)  # B x H x W x 3C, real tokens only
+        needs_grad = torch.is_grad_enabled() and (
+            qkv.requires_grad or (self.use_rel_pos and self.rel_pos_h.requires_grad))
+        if needs_grad and self.recompute:
+            # Keep only qkv for backward and compute the attention again there (as flash attention does
+            # within its kernel): no q', k', v', padded windows or masks are held per block.
+            out = checkpoint(self._attention, qkv, use_reentrant=False)
+        else:
+            out = self._attention(qkv)
+        return self.proj(out)
+
+    def _attention(self, qkv: torch.Tensor) -> torch.Tensor:
+        """qkv: B x H x W x 3C -> attention output B x H x W x C (before ``proj``)."""
+        batch, height, width, channels = qkv.shape
+        dim = channels // 3
+        heads, head_dim = self.num_heads, dim // self.num_heads
         ws = self.window_size
         if ws > 0:
             pad_h, pad_w = (ws - height % ws) % ws, (ws - width % ws) % ws
@@ -109,17 +129,14 @@ class FusedAttention(nn.Module):
             # B x rows x ws x cols x ws x 3 x heads x hd -> 3 x (B rows cols) x heads x (ws ws) x hd
             qkv = qkv.view(batch, rows, ws, cols, ws, 3, heads, head_dim).permute(5, 0, 1, 3, 6, 2, 4, 7)
             q, k, v = qkv.reshape(3, batch * rows * cols, heads, ws * ws, head_dim).unbind(0)
-            grid = (ws, ws)
-        else:
-            q, k, v = qkv.reshape(batch, height * width, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            grid = (height, width)
-        out = self._attend(q, k, v, grid)  # B' x heads x N x hd
-        if ws > 0:
+            out = self._attend(q, k, v, (ws, ws))  # B' x heads x ws^2 x hd
             out = out.view(batch, rows, cols, heads, ws, ws, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
-            out = out.reshape(batch, rows * ws, cols * ws, dim)[:, :height, :width]
-        else:
-            out = out.permute(0, 2, 1, 3).reshape(batch, height, width, dim)
-        return self.proj(out)
+            out = out.reshape(batch, rows * ws, cols * ws, dim)
+            # contiguous: a strided input would make proj's matmul expand its weight per row
+            return out[:, :height, :width].contiguous() if pad_h or pad_w else out
+        q, k, v = qkv.reshape(batch, height * width, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = self._attend(q, k, v, (height, width))  # B x heads x N x hd
+        return out.permute(0, 2, 1, 3).reshape(batch, height, width, dim)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         """q, k, v: B' x heads x N x hd over a grid of N = h x w tokens -> B' x heads x N x hd."""
