@@ -142,3 +142,19 @@ def test_whole_model_equal_with_either_attention_and_same_weights(backbone, size
     for name, grad in gradients["reference"].items():
         torch.testing.assert_close(gradients["fused"][name] / scale, grad / scale, **TOLERANCE,
                                    msg=lambda m: f"{name}: {m}")
+
+
+def test_encoder_gradient_checkpointing_around_the_recomputed_attention():
+    """Block checkpointing (--gradient-checkpointing) nests around the attention's own recomputation."""
+    torch.manual_seed(0)
+    model = build_cwsam("vit_nano", 3, input_size=96)
+    images, target = torch.randn(2, 3, 96, 96), torch.randint(0, 3, (2, 96, 96))
+    gradients = []
+    for checkpointing in (False, True):
+        model.image_encoder.gradient_checkpointing = checkpointing
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), target).backward()
+        gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys()
+    for name, grad in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], grad, atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
