@@ -484,9 +484,64 @@ def _register_import_authors(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_import_authors)
 
 
+def _vectorize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .vectorize import VectorizeCancelled, VectorizeError, vectorize_file
+
+    bar = tqdm(total=100, unit="%", desc="vectorize", disable=args.quiet,
+               bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}]")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.n = round(fraction * 100, 1)
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    try:
+        result = vectorize_file(args.input, args.output, confidence=args.confidence, min_area=args.min_area,
+                                simplify=args.simplify, classes=args.classes, progress=progress)
+    except (VectorizeError, VectorizeCancelled) as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        raise CliError("interrupted; nothing was written") from None
+    finally:
+        bar.close()
+    for message in result.warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    print(f"{result.polygons:,} polygons written to {result.output} (layer {result.layer}) in {result.seconds:.1f} s")
+    if result.min_area_pixels > 1:
+        print(f"Minimum mapping unit {result.min_area:g} m² ({result.min_area_pixels} pixels): "
+              f"{result.merged_regions:,} smaller regions merged into their neighbours")
+    unit = "m²" if result.area_unit == "m2" else result.area_unit
+    print(f"{'class':<20} {'polygons':>10} {'area (' + unit + ')':>18}")
+    for value, count in result.polygons_per_class.items():
+        print(f"{result.class_names[value]:<20} {count:>10,} {result.areas[value]:>18,.1f}")
+    return 0
+
+
+def _register_vectorize(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "vectorize", help="turn a class raster into a styled GeoPackage of polygons",
+        description="One polygon per connected region of a class raster written by classify, with its class, "
+        "name, area (m²) and mean confidence; the model's colours are stored as the layer's QGIS style.")
+    parser.add_argument("input", metavar="CLASSES", help="class GeoTIFF written by classify (uint8, nodata 255)")
+    parser.add_argument("--output", required=True, help="GeoPackage to write (.gpkg)")
+    parser.add_argument("--confidence", help="the confidence GeoTIFF of the same classification: mean "
+                        "confidence (%%) of each polygon (default: none, the field is empty)")
+    parser.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="minimum mapping unit in m²: "
+                        "smaller regions are merged into the neighbour they share the most boundary with (default 0)")
+    parser.add_argument("--simplify", type=float, default=0.0, metavar="METRES", help="simplify boundaries to this "
+                        "tolerance in metres, neighbours keeping a shared boundary (default 0: pixel edges)")
+    parser.add_argument("--classes", help="VALUE:NAME[:#RRGGBB],... or a CSV/JSON file naming the values (default: "
+                        "the raster's category names and colour table)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_vectorize)
+
+
 # Each entry adds one subcommand to the parser; its handler is stored as the ``func`` default.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_info, _register_classify, _register_train, _register_evaluate, _register_import_authors,
+    _register_vectorize,
 ]
 
 
