@@ -489,13 +489,15 @@ def _vectorize(args: argparse.Namespace) -> int:
 
     from .vectorize import VectorizeCancelled, VectorizeError, vectorize_file
 
-    bar = tqdm(total=100, unit="%", desc="vectorize", disable=args.quiet,
-               bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}]")
+    bars: list = []  # made at the first progress report: input refused before any work shows no bar
 
     def progress(fraction: float, message: str) -> None:
-        bar.n = round(fraction * 100, 1)
-        bar.set_postfix_str(message, refresh=False)
-        bar.refresh()
+        if not bars:
+            bars.append(tqdm(total=100, unit="%", desc="vectorize", disable=args.quiet,
+                             bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}]"))
+        bars[0].n = round(fraction * 100, 1)
+        bars[0].set_postfix_str(message, refresh=False)
+        bars[0].refresh()
 
     try:
         result = vectorize_file(args.input, args.output, confidence=args.confidence, min_area=args.min_area,
@@ -505,7 +507,8 @@ def _vectorize(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         raise CliError("interrupted; nothing was written") from None
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     for message in result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     print(f"{result.polygons:,} polygons written to {result.output} (layer {result.layer}) in {result.seconds:.1f} s")
