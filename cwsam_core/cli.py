@@ -124,14 +124,25 @@ def _classify(args: argparse.Namespace) -> int:
         confidence = args.confidence or (Path(args.output).with_name(Path(args.output).stem + "_confidence.tif")
                                          if args.with_confidence else None)
         jobs = [(scenes[0], Path(args.output), confidence)]
+        vectors = [Path(args.vector) if args.vector else None]
     else:
         if args.confidence:
             raise CliError("--confidence names one file: with --output-dir use --with-confidence")
         folder = Path(args.output_dir)
         if not folder.is_dir():
             raise CliError(f"output folder does not exist: {folder}")
+        if args.vector:
+            raise CliError("--vector names one file: with --output-dir use --with-vectors")
         _check_writable(folder)
         jobs = _batch_outputs(scenes, folder, args.with_confidence)
+        vectors = [output.with_name(output.name.replace("_classes.tif", "_polygons.gpkg")) if args.with_vectors
+                   else None for _, output, _ in jobs]
+    for name, value in (("--min-area", args.min_area), ("--simplify", args.simplify)):
+        if not value >= 0:
+            raise CliError(f"{name} takes a number >= 0, got {value}")
+    for (scene, output, confidence), vector in zip(jobs, vectors):
+        if vector is not None:
+            _check_vector_path(scene, output, confidence, vector, args.model)
     # Under torchrun each process classifies its share of the scenes, on its own GPU where there are GPUs.
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     device = args.device
@@ -140,10 +151,10 @@ def _classify(args: argparse.Namespace) -> int:
 
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    mine = jobs[rank::world]
+    mine = list(zip(jobs, vectors))[rank::world]
     batch = args.output_dir is not None
     failed, skipped, done = [], [], 0
-    for index, (scene, output, confidence) in enumerate(mine, start=1):
+    for index, ((scene, output, confidence), vector) in enumerate(mine, start=1):
         if batch and not args.overwrite and output.exists():
             skipped.append(scene)
             print(f"[{index}/{len(mine)}] {scene}: {output.name} exists, skipped (--overwrite replaces it)")
@@ -174,14 +185,49 @@ def _classify(args: argparse.Namespace) -> int:
             raise CliError("interrupted; the scene being classified was not written") from None
         finally:
             bar.close()
-        done += 1
         _report(result, f"[{index}/{len(mine)}] {scene}: " if batch else "")
+        if vector is not None:
+            try:
+                _vectorize_result(result, vector, args)
+            except CliError as exc:
+                if not batch:
+                    raise
+                failed.append((scene, str(exc)))
+                print(f"[{index}/{len(mine)}] {scene}: FAILED: {exc}", file=sys.stderr)
+                continue
+        done += 1
     if batch:
         print(f"{done} classified, {len(skipped)} skipped, {len(failed)} failed"
               + (f" (process {rank} of {world})" if world > 1 else ""))
         for scene, message in failed:
             print(f"failed: {scene}: {message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _check_vector_path(scene: str, output: Path, confidence: Optional[Path], vector: Path, model: str) -> None:
+    """Refuse, before any work, a polygon file that is an input or another output."""
+    from .paths import OutputConflictError, check_outputs, class_raster_files, raster_input_files
+    from .scene import scene_paths
+
+    inputs = [("SAR raster", raster_input_files(p)) for p in scene_paths(scene)] + [("model file", [model])]
+    outputs = [("output", class_raster_files(output)), ("confidence output", [confidence]),
+               ("polygon output", [vector])]  # its style goes inside the GeoPackage
+    try:
+        check_outputs(inputs, outputs)
+    except OutputConflictError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _vectorize_result(result, vector: Path, args: argparse.Namespace) -> None:
+    """The polygons of a class raster just written, as ``cwsam vectorize`` makes them."""
+    from .vectorize import VectorizeCancelled, VectorizeError, vectorize_file
+
+    try:
+        polygons = vectorize_file(result.output, vector, confidence=result.confidence, min_area=args.min_area,
+                                  simplify=args.simplify)
+    except (VectorizeError, VectorizeCancelled) as exc:
+        raise CliError(str(exc)) from None
+    print(f"{polygons.polygons:,} polygons written to {polygons.output}")
 
 
 def _report(result, prefix: str = "") -> None:
@@ -214,6 +260,14 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--with-confidence", action="store_true",
                         help="also write <name>_confidence.tif beside each class raster")
     parser.add_argument("--cog", action="store_true", help="write Cloud-Optimised GeoTIFFs with overviews")
+    parser.add_argument("--vector", metavar="GPKG", help="also write the map as polygons (one per region, with class, "
+                        "area and mean confidence) to this GeoPackage")
+    parser.add_argument("--with-vectors", action="store_true",
+                        help="with --output-dir: also write <scene>_polygons.gpkg beside each class raster")
+    parser.add_argument("--min-area", type=float, default=0.0, metavar="M2",
+                        help="polygons: minimum mapping unit in m² (smaller regions merge into a neighbour)")
+    parser.add_argument("--simplify", type=float, default=0.0, metavar="METRES",
+                        help="polygons: simplification tolerance in metres (shared boundaries stay shared)")
     parser.add_argument("--tile-size", type=int, help="tile size in pixels, a multiple of 16 (default: the model's)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction (default 0.25)")
     parser.add_argument("--batch-size", type=int, help="tiles per batch (default: as many as fit in free GPU "

@@ -120,3 +120,28 @@ def test_cloud_optimised_output_validates(tmp_path, model):
     cli = cwsam("classify", small, "--model", model, "--output", tmp_path / "cli.tif", "--cog", "--quiet")
     assert cli.returncode == 0, cli.stderr
     assert validate(str(tmp_path / "cli.tif"))[1] == []
+
+
+def test_polygons_beside_the_class_maps(tmp_path, model, scenes):
+    import pyogrio
+
+    out = tmp_path / "out"
+    out.mkdir()
+    single = cwsam("classify", scenes[0], "--model", model, "--output", tmp_path / "one.tif",
+                   "--vector", tmp_path / "one.gpkg", "--with-confidence", "--min-area", 500, "--quiet")
+    assert single.returncode == 0, single.stderr
+    import shapely
+
+    meta, _, geometry, fields = pyogrio.raw.read(tmp_path / "one.gpkg")
+    columns = dict(zip(meta["fields"], fields))
+    assert len(geometry) > 0 and {"class", "class_name", "area_m2", "confidence"} <= set(columns)
+    assert shapely.is_valid(shapely.from_wkb(geometry)).all() and meta["crs"] == "EPSG:32633"
+    assert not np.isnan(columns["confidence"].astype(float)).any()
+    batch = cwsam("classify", scenes[0], scenes[2], "--model", model, "--output-dir", out, "--with-vectors",
+                  "--quiet")
+    assert batch.returncode == 0, batch.stderr
+    assert sorted(p.name for p in out.glob("*.gpkg")) == ["scene0_polygons.gpkg", "scene2_polygons.gpkg"]
+    refused = cwsam("classify", scenes[1], "--model", model, "--output", tmp_path / "two.tif", "--vector", model,
+                    "--quiet")
+    assert refused.returncode == 2 and "would overwrite the model file" in refused.stderr
+    assert not (tmp_path / "two.tif").exists()
