@@ -339,13 +339,14 @@ class AuthorsModel:
 
 
 def write_authors_files(folder: Path, dims: Dims = VIT_NANO, seed: int = 0, sam_seed: int = 1,
-                        wrap=None) -> Tuple[Path, Path]:
-    """Their checkpoint (``model_epoch_best.pth``, ``wrap`` applied to the state dict if given) and the
-    official-layout SAM checkpoint it was trained from; returns (checkpoint, SAM checkpoint)."""
+                        wrap=None, state: Dict[str, torch.Tensor] | None = None) -> Tuple[Path, Path]:
+    """Their checkpoint (``model_epoch_best.pth``: ``state``, else ``authors_state(dims, seed)``, with
+    ``wrap`` applied if given) and the official-layout SAM checkpoint it was trained from; returns
+    (checkpoint, SAM checkpoint)."""
     from cwsam_core.build import backbone_by_shape, build_bare_sam
 
     backbone = backbone_by_shape(dims.embed, dims.depth)
-    state = authors_state(dims, seed)
+    state = state if state is not None else authors_state(dims, seed)
     checkpoint = folder / "model_epoch_best.pth"
     torch.save(wrap(state) if wrap else state, checkpoint)
     torch.manual_seed(sam_seed)

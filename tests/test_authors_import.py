@@ -51,14 +51,14 @@ def test_their_state_dict_has_every_key_of_the_list():
 
 @pytest.fixture(scope="module")
 def vit_b_state():
-    return authors_state(VIT_B, seed=0)  # what write_authors_files saves: drawn once for the module's tests
+    return authors_state(VIT_B, seed=0)  # drawn once for the module's tests
 
 
 @pytest.fixture(scope="module")
-def vit_b_import(tmp_path_factory):
+def vit_b_import(tmp_path_factory, vit_b_state):
     """Their vit_b checkpoint (all 480 keys, random seeded values) and SAM's, imported with the CLI."""
     folder = tmp_path_factory.mktemp("vit_b")
-    checkpoint, sam = write_authors_files(folder, VIT_B, seed=0)
+    checkpoint, sam = write_authors_files(folder, VIT_B, state=vit_b_state)
     output = folder / "fusar.cwsam.pt"
     status = cli.main(["import-authors", str(checkpoint), "--sam-checkpoint", str(sam), "--output", str(output)])
     assert status == 0
