@@ -63,6 +63,18 @@ def qgis_app() -> QgsApplication:
     return _QGIS_APP
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for a test: on a shared, busy 2-core machine one thread trains the tiny models
+    several times faster than two (used by the plugin's training tests)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real SAR data beside the project; tests that need it skip when it is absent."""

@@ -34,19 +34,11 @@ CLASSIFY_TIMEOUT_MS = 60_000
 NAME_COLOURS = {"bare soil": "#c8a064", "cropland": "#f0e442", "forest": "#1b7837", "urban": "#d7191c",
                 "water": "#1f78b4"}
 
-pytestmark = pytest.mark.skipif(not (DEMO / "scene.tif").is_file() or not (DEMO / "labels.gpkg").is_file(),
-                                reason="the demo scene or labels are absent (make demo-model, tools/make_demo_labels.py)")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a shared, busy 2-core machine one thread trains the tiny model faster than two."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.skipif(not (DEMO / "scene.tif").is_file() or not (DEMO / "labels.gpkg").is_file(),
+                       reason="the demo scene or labels are absent (make demo-model, tools/make_demo_labels.py)"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture

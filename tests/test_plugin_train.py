@@ -33,6 +33,8 @@ from cwsam_core.inference import classify_file
 from cwsam_core.model_file import default_color, read_model_card
 from cwsam_core.simulate import SIMULATED_CLASSES, URBAN, WATER, render_backscatter
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SIZE = 192  # px: 2 x 2 training blocks of 128 px at tile 64
 PIXEL = 1e-4  # degrees
 ORIGIN = (12.0, 45.0)  # lon, lat of the top-left corner
@@ -88,17 +90,6 @@ def project_layers(qgis_app, raster_path):
     QgsProject.instance().addMapLayers([raster, polygons])
     yield raster, polygons
     QgsProject.instance().removeAllMapLayers()
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a shared, busy 2-core machine one thread trains the tiny model several times faster than two."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
