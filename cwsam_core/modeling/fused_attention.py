@@ -16,13 +16,14 @@ The decomposed relative-position term of query (qh, qw) and key (kh, kw) is
 ``rel_h[q, kh] + rel_w[q, kw]`` with ``rel_h = q . Rh[qh, kh]`` and ``rel_w = q . Rw[qw, kw]``
 (unscaled q, as in SAM). It reaches the kernel in one of two equal forms:
 
-- "bias": an additive attention mask B x heads x N x N (``attn_mask``). Used for inference and on CUDA,
+- "bias": an additive attention mask B x heads x N x N (``attn_mask``). Used on CUDA (and other GPUs),
   whose memory-efficient kernel also differentiates the mask.
 - "folded": the two terms appended to the head dimension, ``q' = [q * scale, rel_h, rel_w]`` and
   ``k' = [k, onehot(kh), onehot(kw)]``, so ``q' . k' = scale q . k + rel_h[kh] + rel_w[kw]``, and ``v``
-  zero-padded to the same width (the CPU kernel needs equal widths). Used where gradients flow on CPU:
-  PyTorch's CPU flash kernel does not differentiate an attention mask and would fall back to the
-  explicit computation. Costs (h + w) / head_dim more attention FLOPs, keeps no N x N tensor.
+  zero-padded to the same width (the CPU kernel needs equal widths). Used on the CPU: PyTorch's CPU
+  flash kernel does not differentiate an attention mask (training would fall back to the explicit
+  computation), and no N x N tensor is ever written (a global block at S = 1024 has 12 x 4096^2 mask
+  entries per image). Costs (h + w) / head_dim more attention FLOPs.
 
 Where gradients flow, the attention between ``qkv`` and ``proj`` is recomputed in backward
 (``torch.utils.checkpoint``; ``FusedAttention.recompute``): a block keeps its qkv tensor (B x H x W x 3C)
@@ -144,13 +145,16 @@ class FusedAttention(nn.Module):
             return F.scaled_dot_product_attention(q, k, v)
         h, w = grid
         batch, heads, tokens, head_dim = q.shape
-        rh = get_rel_pos(h, h, self.rel_pos_h).to(q.dtype)  # h x h x hd
-        rw = get_rel_pos(w, w, self.rel_pos_w).to(q.dtype)  # w x w x hd
+        rh = _relative_table(h, self.rel_pos_h).to(q.dtype)  # h x h x hd
+        rw = _relative_table(w, self.rel_pos_w).to(q.dtype)  # w x w x hd
         grid_q = q.reshape(batch, heads, h, w, head_dim)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, rh)  # B' x heads x h x w x h(keys)
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, rw)  # B' x heads x h x w x w(keys)
         if self._strategy(q) == "bias":
-            bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, heads, tokens, tokens)
+            # From contiguous terms: the einsums' outputs are strided, and the sum would inherit their
+            # layout and need a copy of the whole mask to reach B x heads x N x N.
+            bias = (rel_h.contiguous()[..., :, None] + rel_w.contiguous()[..., None, :]).reshape(
+                batch, heads, tokens, tokens)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         key_rows = torch.arange(h, device=q.device).repeat_interleave(w)
         key_cols = torch.arange(w, device=q.device).repeat(h)
@@ -164,8 +168,19 @@ class FusedAttention(nn.Module):
     def _strategy(self, q: torch.Tensor) -> str:
         if self.strategy != "auto":
             return self.strategy
-        needs_grad = torch.is_grad_enabled() and (q.requires_grad or self.rel_pos_h.requires_grad)
-        return "folded" if needs_grad and q.device.type == "cpu" else "bias"
+        return "folded" if q.device.type == "cpu" else "bias"
+
+
+def _relative_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """``get_rel_pos(size, size, rel_pos)``: size x size x C, entry [i, j] = rel_pos[i - j + size - 1].
+
+    A table of exactly 2 size - 1 rows gives it as a view (row i is rows size - 1 - i ... 2 size - 2 - i
+    of the flipped table, flipped back), without the gather of ``get_rel_pos``, whose threads cost
+    milliseconds per call on a busy CPU; other tables are interpolated by ``get_rel_pos`` itself."""
+    if rel_pos.shape[0] != 2 * size - 1:
+        return get_rel_pos(size, size, rel_pos)
+    windows = rel_pos.flip(0).unfold(0, size, 1)  # size x C x size: windows[s] = flipped[s : s + size]
+    return windows.flip(0).permute(0, 2, 1)
 
 
 def _pad_like_zero_tokens(qkv: torch.Tensor, bias: Optional[torch.Tensor], pad_h: int, pad_w: int) -> torch.Tensor:

