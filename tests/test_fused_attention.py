@@ -77,12 +77,21 @@ def _check_against_segment_anything(dim: int, heads: int, window: int, grid, tab
         torch.testing.assert_close(got / scale, expected / scale, **TOLERANCE, msg=lambda m: f"{what}: {m}")
 
 
-def test_the_automatic_strategy_folds_on_the_cpu_and_uses_the_mask_elsewhere():
-    reference = _modules(256, 4, 8)
+def test_the_automatic_strategy():
+    """CPU: the mask for inference up to 1024 tokens, folded where gradients flow or for larger grids;
+    other devices: the mask."""
+    reference = _modules(256, 4, 8).requires_grad_(False)  # a frozen SAM encoder
     fused = FusedAttention.from_attention(reference, 8)
-    q = torch.randn(1, 4, 64, 64)
-    assert fused._strategy(q) == "folded" and fused._strategy(q.requires_grad_(True)) == "folded"
-    assert fused._strategy(torch.randn(1, 4, 64, 64, device="meta")) == "bias"
+    q = torch.randn(1, 4, 1024, 64)
+    with torch.no_grad():
+        assert fused._strategy(q) == "bias"
+        assert fused._strategy(torch.randn(1, 4, 1025, 64)) == "folded"
+    assert fused._strategy(q) == "bias"  # grad mode, but nothing needs a gradient
+    reference.rel_pos_h.requires_grad_(True)  # trained from scratch
+    assert fused._strategy(q) == "folded"
+    reference.rel_pos_h.requires_grad_(False)
+    assert fused._strategy(q.requires_grad_(True)) == "folded"
+    assert fused._strategy(torch.randn(1, 4, 4096, 64, device="meta", requires_grad=True)) == "bias"
 
 
 def test_from_and_to_attention_share_parameters_and_names():
@@ -157,3 +166,15 @@ def test_encoder_gradient_checkpointing_around_the_recomputed_attention():
     assert gradients[0].keys() == gradients[1].keys()
     for name, grad in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], grad, atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def test_padding_without_a_qkv_bias():
+    torch.manual_seed(0)
+    reference = Attention(64, 2, qkv_bias=False, use_rel_pos=True, input_size=(4, 4))
+    with torch.no_grad():
+        reference.rel_pos_h.normal_(0, 0.5)
+        reference.rel_pos_w.normal_(0, 0.5)
+    fused = FusedAttention.from_attention(reference, 4)
+    x = torch.randn(2, 6, 7, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), _reference(reference, x, 4), **TOLERANCE)

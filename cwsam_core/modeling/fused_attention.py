@@ -17,13 +17,14 @@ The decomposed relative-position term of query (qh, qw) and key (kh, kw) is
 (unscaled q, as in SAM). It reaches the kernel in one of two equal forms:
 
 - "bias": an additive attention mask B x heads x N x N (``attn_mask``). Used on CUDA (and other GPUs),
-  whose memory-efficient kernel also differentiates the mask.
+  whose memory-efficient kernel also differentiates the mask, and for CPU inference up to
+  ``MASK_TOKENS_CPU`` tokens (windows, and global blocks up to S = 512), where it is a little faster.
 - "folded": the two terms appended to the head dimension, ``q' = [q * scale, rel_h, rel_w]`` and
   ``k' = [k, onehot(kh), onehot(kw)]``, so ``q' . k' = scale q . k + rel_h[kh] + rel_w[kw]``, and ``v``
-  zero-padded to the same width (the CPU kernel needs equal widths). Used on the CPU: PyTorch's CPU
-  flash kernel does not differentiate an attention mask (training would fall back to the explicit
-  computation), and no N x N tensor is ever written (a global block at S = 1024 has 12 x 4096^2 mask
-  entries per image). Costs (h + w) / head_dim more attention FLOPs.
+  zero-padded to the same width (the CPU kernel needs equal widths). Used on the CPU where gradients
+  flow (PyTorch's CPU flash kernel does not differentiate an attention mask: training would fall back
+  to the explicit computation) and for larger grids (no N x N tensor is written: a global block at
+  S = 1024 would need 12 x 4096^2 mask entries per image). Costs (h + w) / head_dim more attention FLOPs.
 
 Where gradients flow, the attention between ``qkv`` and ``proj`` is recomputed in backward
 (``torch.utils.checkpoint``; ``FusedAttention.recompute``): a block keeps its qkv tensor (B x H x W x 3C)
@@ -42,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 # "auto" picks per call (see the module docstring); "bias" and "folded" force one form (tests, benchmarks).
 STRATEGIES = ("auto", "bias", "folded")
+MASK_TOKENS_CPU = 1024  # CPU inference uses the mask up to this many tokens per window or grid
 
 
 class FusedAttention(nn.Module):
@@ -127,9 +129,11 @@ class FusedAttention(nn.Module):
             if pad_h or pad_w:
                 qkv = _pad_like_zero_tokens(qkv, self.qkv.bias, pad_h, pad_w)
             rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
-            # B x rows x ws x cols x ws x 3 x heads x hd -> 3 x (B rows cols) x heads x (ws ws) x hd
-            qkv = qkv.view(batch, rows, ws, cols, ws, 3, heads, head_dim).permute(5, 0, 1, 3, 6, 2, 4, 7)
-            q, k, v = qkv.reshape(3, batch * rows * cols, heads, ws * ws, head_dim).unbind(0)
+            # One copy into windows that moves whole 3C token vectors: (B rows cols) x (ws ws) x 3C;
+            # q, k and v are views of it, B' x heads x (ws ws) x hd.
+            qkv = qkv.view(batch, rows, ws, cols, ws, channels).permute(0, 1, 3, 2, 4, 5)
+            qkv = qkv.reshape(batch * rows * cols, ws * ws, 3, heads, head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
             out = self._attend(q, k, v, (ws, ws))  # B' x heads x ws^2 x hd
             out = out.view(batch, rows, cols, heads, ws, ws, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
             out = out.reshape(batch, rows * ws, cols * ws, dim)
@@ -168,7 +172,12 @@ class FusedAttention(nn.Module):
     def _strategy(self, q: torch.Tensor) -> str:
         if self.strategy != "auto":
             return self.strategy
-        return "folded" if q.device.type == "cpu" else "bias"
+        if q.device.type != "cpu":
+            return "bias"
+        # CPU: fold where gradients flow (the CPU kernel cannot differentiate a mask) or where masks grow
+        # large (over 1024 tokens: a global block at S > 512); otherwise the mask is a little faster.
+        needs_grad = torch.is_grad_enabled() and (q.requires_grad or self.rel_pos_h.requires_grad)
+        return "folded" if needs_grad or q.shape[-2] > MASK_TOKENS_CPU else "bias"
 
 
 def _relative_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -189,6 +198,11 @@ def _pad_like_zero_tokens(qkv: torch.Tensor, bias: Optional[torch.Tensor], pad_h
     if bias is None:
         return F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
     batch, height, width, channels = qkv.shape
-    padded = bias.to(qkv.dtype).expand(batch, height + pad_h, width + pad_w, channels).contiguous()
+    padded = qkv.new_empty(batch, height + pad_h, width + pad_w, channels)
     padded[:, :height, :width] = qkv
+    bias = bias.to(qkv.dtype)
+    if pad_h:
+        padded[:, height:] = bias
+    if pad_w:
+        padded[:, :height, width:] = bias
     return padded
