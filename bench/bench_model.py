@@ -7,7 +7,12 @@ Run: ``.venv/bin/python bench/bench_model.py`` (or ``make bench``). Prints, per 
 - memory: peak RSS of one training step (forward + backward + AdamW) above the process's
   RSS before the model was built, CWSAM's freezing against the same backbone fully trainable; the
   ratio (target <= 0.6), without and with gradient checkpointing of the encoder blocks (the same
-  setting on both sides). Each step runs in a fresh process so peaks do not mix.
+  setting on both sides). Each step runs in a fresh process so peaks do not mix;
+- attention: vit_b at S = 512 on this CPU, the encoder's fused attention (``FusedAttention``, the
+  default) against segment_anything's own ``Attention`` in the same model with the same weights: forward
+  time (batch 1; target: at least 1.3 times faster, and the whole CWSAM model no slower than bare SAM's
+  image encoder alone), the largest output difference, and the peak memory of a training step at batch 2
+  with SAM's encoder frozen (target: at least 20 % lower), each side in a fresh process.
 
 With CUDA available it also runs vit_b at S = 1024 (fp32 and bf16 autocast, batch 1 and 4):
 images per second of the forward and peak GPU memory of a training step.
@@ -33,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import peak_rss_bytes  # noqa: E402
 from cwsam_core.build import build_bare_sam, build_cwsam  # noqa: E402
+from cwsam_core.modeling import set_attention  # noqa: E402
 from cwsam_core.trainable import configure_trainable, parameter_counts  # noqa: E402
 
 NUM_CLASSES = 5
@@ -66,6 +72,46 @@ def time_forwards(backbone: str, size: int, repeats: int, device: str = "cpu") -
     return {"backbone": backbone, "size": size, "sam_s": sam_s, "cwsam_s": cwsam_s, "ratio": cwsam_s / sam_s}
 
 
+def randomise_position_tables(model: torch.nn.Module, std: float = 0.05) -> None:
+    """SAM initialises its relative-position tables to zero; trained ones are not (this keeps the comparison honest)."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "rel_pos_" in name:
+                parameter.normal_(0.0, std)
+
+
+def attention_forwards(backbone: str = "vit_b", size: int = 512, repeats: int = 5) -> dict:
+    """CWSAM's forward with fused and with segment_anything's attention (same weights), and bare SAM's
+    image encoder alone on the same input; median of interleaved runs, batch 1, fp32."""
+    torch.manual_seed(0)
+    cwsam = build_cwsam(backbone, NUM_CLASSES, input_size=size).eval()
+    randomise_position_tables(cwsam)
+    encoder = build_bare_sam(backbone, size).image_encoder.eval()
+    images = torch.randn(1, 3, size, size)
+
+    def run_cwsam(kind: str) -> torch.Tensor:
+        set_attention(cwsam, kind)
+        return cwsam(images)
+
+    runs = {"fused": [], "reference": [], "sam_encoder": []}
+    calls = {"fused": lambda: run_cwsam("fused"), "reference": lambda: run_cwsam("reference"),
+             "sam_encoder": lambda: encoder(images)}
+    with torch.inference_mode():
+        fused, reference = run_cwsam("fused"), run_cwsam("reference")  # warm-up, and the outputs compared
+        encoder(images)
+        for _ in range(repeats):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                runs[name].append(time.perf_counter() - start)
+    seconds = {name: statistics.median(values) for name, values in runs.items()}
+    return {"backbone": backbone, "size": size, "fused_s": seconds["fused"], "reference_s": seconds["reference"],
+            "sam_encoder_s": seconds["sam_encoder"], "speedup": seconds["reference"] / seconds["fused"],
+            "fused_vs_sam_encoder": seconds["fused"] / seconds["sam_encoder"],
+            "max_abs_diff": float((fused - reference).abs().max()),
+            "max_abs_logit": float(reference.abs().max())}
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -96,10 +142,12 @@ def train_step_memory(backbone: str, size: int, batch: int, frozen: bool, checkp
             "trainable": trainable, "total": total}
 
 
-def train_step_memory_in_subprocess(backbone: str, size: int, batch: int, frozen: bool, checkpointing: bool) -> dict:
+def train_step_memory_in_subprocess(backbone: str, size: int, batch: int, frozen: bool, checkpointing: bool,
+                                    attention: str = "fused") -> dict:
     command = [sys.executable, __file__, "--child-train-step", backbone, str(size), str(batch), str(int(frozen)),
                str(int(checkpointing))]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    environment = {**os.environ, "CWSAM_ATTENTION": attention, "BENCH_THREADS": str(torch.get_num_threads())}
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -139,20 +187,48 @@ def gpu_benchmark() -> list:
     return results
 
 
+def attention_rows(backbone: str = "vit_b", size: int = 512, batch: int = 2) -> dict:
+    forward = attention_forwards(backbone, size)
+    print(f"[attention] {backbone} S={size} batch 1 fp32 CPU forward: CWSAM with fused attention "
+          f"{forward['fused_s'] * 1000:.0f} ms, with segment_anything's attention {forward['reference_s'] * 1000:.0f} ms: "
+          f"{forward['speedup']:.2f}x faster (target >= 1.30: {'met' if forward['speedup'] >= 1.3 else 'not met'}); "
+          f"outputs differ by at most {forward['max_abs_diff']:.1e} (logits up to {forward['max_abs_logit']:.1f})",
+          flush=True)
+    print(f"[attention] {backbone} S={size} whole CWSAM (fused) {forward['fused_s'] * 1000:.0f} ms vs bare SAM image "
+          f"encoder alone {forward['sam_encoder_s'] * 1000:.0f} ms: ratio {forward['fused_vs_sam_encoder']:.3f} "
+          f"(target <= 1.00: {'met' if forward['fused_vs_sam_encoder'] <= 1.0 else 'not met'})", flush=True)
+    steps = {kind: train_step_memory_in_subprocess(backbone, size, batch, True, False, kind)
+             for kind in ("fused", "reference")}
+    ratio = steps["fused"]["step_bytes"] / steps["reference"]["step_bytes"]
+    print(f"[attention] {backbone} S={size} training step batch {batch} (SAM encoder frozen), peak memory above the "
+          f"process before the model: fused {steps['fused']['step_bytes'] / 2**20:.0f} MiB, segment_anything's "
+          f"{steps['reference']['step_bytes'] / 2**20:.0f} MiB: ratio {ratio:.3f} (target <= 0.80: "
+          f"{'met' if ratio <= 0.8 else 'not met'}); step {steps['fused']['seconds']:.2f} s vs "
+          f"{steps['reference']['seconds']:.2f} s", flush=True)
+    return {"forward": forward, "train_step": {"batch": batch, **steps, "memory_ratio": ratio}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child-train-step", nargs=5, metavar=("BACKBONE", "SIZE", "BATCH", "FROZEN", "CHECKPOINTING"))
-    parser.add_argument("--only", choices=[c[0] for c in CPU_CONFIGS], help="run one CPU configuration")
+    parser.add_argument("--only", choices=[c[0] for c in CPU_CONFIGS] + ["attention"],
+                        help="run one CPU configuration, or only the attention comparison")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch CPU threads (default: all CPUs; 1 keeps a shared machine's other jobs from "
+                        "stalling every parallel region)")
     args = parser.parse_args()
     if args.child_train_step:
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
         backbone, size, batch, frozen, checkpointing = args.child_train_step
         print(json.dumps(train_step_memory(backbone, int(size), int(batch), bool(int(frozen)), bool(int(checkpointing)))))
         return
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, CUDA: {torch.cuda.is_available()}")
-    results = {"forward": [], "train_memory": [], "gpu": []}
+    results = {"forward": [], "train_memory": [], "attention": {}, "gpu": []}
+    if args.only in (None, "attention"):
+        results["attention"] = attention_rows()
     for backbone, size, repeats in CPU_CONFIGS:
         if args.only and backbone != args.only:
             continue
