@@ -836,13 +836,15 @@ class _Writer:
         self.per_class: Dict[int, int] = {}
         self.areas: Dict[int, float] = {}
 
-    def to_map(self, geometry):
-        return shapely.transform(geometry, lambda xy: xy @ self.matrix + self.offset)
+    def transform_coordinates(self, xy: np.ndarray) -> np.ndarray:
+        """Pixel coordinates (column, row) to the raster's CRS."""
+        return xy @ self.matrix + self.offset
 
     def add(self, group: _Group) -> None:
-        pieces = group.pieces
-        geometry = pieces[0] if len(pieces) == 1 else shapely.union_all(np.array(pieces, dtype=object))
-        geometry = self.to_map(geometry)
+        geometry = _dissolve(group.pieces, self.transform_coordinates)
+        if len(group.pieces) > 1:  # a region of several blocks may be large: its pieces go first
+            group.pieces = []
+            _release_memory()
         if not shapely.is_valid(geometry):
             geometry = _polygonal(shapely.make_valid(geometry))
             if geometry is None or not shapely.is_valid(geometry):
@@ -892,6 +894,206 @@ class _Writer:
         fields.append(np.array([np.datetime64(int(time.time() * 1000), "ms")]))
         write_vector(self.path, None, fields, list(row) + ["update_time"], layer="layer_styles", driver="GPKG",
                      geometry_type=None, append=True)
+
+
+Piece = Union[shapely.Geometry, Tuple[np.ndarray, List[np.ndarray]]]
+
+
+def _compact(piece: Piece) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """A piece as integer arrays of its rings (outline, holes): a third of GEOS's memory. Every
+    vertex is a pixel corner (simplification only drops vertices), so int32 is exact."""
+    if isinstance(piece, tuple):
+        return piece
+    coords, ring = shapely.get_coordinates(shapely.get_rings(piece), return_index=True)
+    rings = np.split(coords.astype(np.int32), np.flatnonzero(np.diff(ring)) + 1)
+    return rings[0], rings[1:]
+
+
+def _dissolve(pieces: List[Piece], to_map: Callable[[np.ndarray], np.ndarray]):
+    """The region made of ``pieces`` (from consecutive blocks), in map coordinates.
+
+    Pieces meet only along block edges (horizontal lines), and a piece's holes never touch a block
+    edge (they are enclosed in its block), so they stay holes of the region as they are. Only the
+    outlines are merged, by :func:`_merge_outlines`, without a general overlay (GEOS's union of a
+    region with a million vertices costs hundreds of MB); an outline that does not come out as one
+    ring falls back to that union."""
+    if len(pieces) == 1 and not isinstance(pieces[0], tuple):
+        return shapely.transform(pieces[0], to_map)
+    compact = [_compact(p) for p in pieces]
+    try:
+        outline, closed = _merge_outlines([outline for outline, _ in compact])
+    except ValueError:
+        polygons = np.array([shapely.polygons(shapely.linearrings(o.astype(np.float64)),
+                                              holes=[shapely.linearrings(h.astype(np.float64)) for h in holes] or None)
+                             for o, holes in compact], dtype=object)
+        return shapely.transform(shapely.union_all(polygons), to_map)
+    holes = [to_map(ring.astype(np.float64)) for ring in closed]
+    holes += [to_map(h.astype(np.float64)) for _, piece_holes in compact for h in piece_holes]
+    rings = np.array([shapely.linearrings(h) for h in holes], dtype=object)
+    return shapely.polygons(shapely.linearrings(to_map(outline.astype(np.float64))),
+                            holes=rings if len(rings) else None)
+
+
+def _signed_area(ring: np.ndarray) -> float:
+    x, y = ring[:, 0].astype(np.float64), ring[:, 1].astype(np.float64)
+    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]) + x[-1] * y[0] - x[0] * y[-1])
+
+
+def _merge_outlines(outlines: List[np.ndarray]) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """The outline and the new holes of the union of polygons that meet along horizontal lines.
+
+    Outlines are oriented alike, so where two of them share a stretch of a horizontal line they run
+    along it in opposite directions: those stretches cancel. What is left of each outline are
+    chains from one cancelled stretch to the next, linked end to start (where the region touches
+    itself at a corner two chains start at one point, and the one turning most towards the inside
+    is taken, which keeps rings simple). The work is per chain and per edge on a shared line, plus
+    array slices: nothing per vertex in Python. Rings are closed arrays; raises ValueError when the
+    result is not one outline."""
+    rings = []
+    for ring in outlines:
+        ring = ring[:-1] if len(ring) > 1 and (ring[0] == ring[-1]).all() else ring
+        rings.append(ring if _signed_area(ring) > 0 else ring[::-1])
+    lines = {int(r[:, 1].min()) for r in rings} & {int(r[:, 1].max()) for r in rings}
+    # Horizontal edges on the lines where outlines meet, by direction.
+    forward: Dict[int, list] = {}
+    backward: Dict[int, list] = {}
+    for index, ring in enumerate(rings):
+        following = np.roll(ring, -1, axis=0)
+        on_line = (ring[:, 1] == following[:, 1]) & (ring[:, 0] != following[:, 0]) & \
+            np.isin(ring[:, 1], np.array(sorted(lines), dtype=ring.dtype))
+        for edge in np.flatnonzero(on_line).tolist():
+            x0, x1, y = int(ring[edge, 0]), int(following[edge, 0]), int(ring[edge, 1])
+            (forward if x1 > x0 else backward).setdefault(y, []).append((min(x0, x1), max(x0, x1), index, edge))
+    cancelled: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
+    for y, ahead in forward.items():
+        behind = sorted(backward.get(y, []))
+        ahead = sorted(ahead)
+        i = j = 0
+        while i < len(ahead) and j < len(behind):
+            low, high = max(ahead[i][0], behind[j][0]), min(ahead[i][1], behind[j][1])
+            if low < high:
+                for item in (ahead[i], behind[j]):
+                    cancelled.setdefault((item[2], item[3]), []).append((low, high))
+            if ahead[i][1] <= behind[j][1]:
+                i += 1
+            else:
+                j += 1
+    chains: List[np.ndarray] = []
+    for index, ring in enumerate(rings):
+        edges = sorted(e for r, e in cancelled if r == index)
+        if not edges:
+            chains.append(np.vstack([ring, ring[:1]]))  # untouched: a closed chain of its own
+            continue
+        # The ring as points, each with whether the stretch leaving it is cancelled.
+        positions, points, cut_after = [], [], []
+        leaving = np.zeros(len(ring), dtype=bool)
+        for edge in edges:
+            x0, y = int(ring[edge, 0]), int(ring[edge, 1])
+            x1 = int(ring[(edge + 1) % len(ring), 0])
+            step = 1 if x1 > x0 else -1
+            marks = sorted({x for part in cancelled[(index, edge)] for x in part} - {x0, x1}, key=lambda x: step * x)
+            inside = lambda a, b: any(lo <= min(a, b) and max(a, b) <= hi for lo, hi in cancelled[(index, edge)])
+            stops = [x0] + marks + [x1]
+            leaving[edge] = inside(stops[0], stops[1])
+            for a, b in zip(stops[1:-1], stops[2:]):
+                positions.append(edge + 1)
+                points.append((a, y))
+                cut_after.append(inside(a, b))
+        if positions:
+            ring = np.insert(ring, positions, np.array(points, dtype=ring.dtype), axis=0)
+            leaving = np.insert(leaving, positions, cut_after)
+        cuts = np.flatnonzero(leaving)
+        # Start right after a cancelled stretch; each chain runs to the start of the next one.
+        ring = np.roll(ring, -(cuts[0] + 1), axis=0)
+        leaving = np.roll(leaving, -(cuts[0] + 1))
+        ends = np.flatnonzero(leaving)
+        begin = 0
+        for stop in ends.tolist():
+            if stop > begin:
+                chains.append(ring[begin:stop + 1])
+            begin = stop + 1
+    # Link chains end to start.
+    starting: Dict[Tuple[int, int], List[int]] = {}
+    for number, chain in enumerate(chains):
+        starting.setdefault((int(chain[0, 0]), int(chain[0, 1])), []).append(number)
+    successor = []
+    for chain in chains:
+        options = starting.get((int(chain[-1, 0]), int(chain[-1, 1])), [])
+        if not options or len(options) > 2:
+            raise ValueError("chains do not close into rings")
+        if len(options) == 2:
+            incoming = (chain[-1] - chain[-2]).astype(np.float64)
+            turns = []
+            for option in options:
+                out = (chains[option][1] - chains[option][0]).astype(np.float64)
+                turns.append(math.atan2(incoming[0] * out[1] - incoming[1] * out[0], float(incoming @ out)))
+            options = [options[int(np.argmax(turns))]]
+        successor.append(options[0])
+    seen = [False] * len(chains)
+    found, closed = [], []
+    for begin in range(len(chains)):
+        if seen[begin]:
+            continue
+        parts, current = [], begin
+        while not seen[current]:
+            seen[current] = True
+            parts.append(chains[current][:-1])
+            current = successor[current]
+        if current != begin:
+            raise ValueError("chains do not close into rings")
+        for loop in _split_touching(np.vstack(parts + [parts[0][:1]])):
+            (found if _signed_area(loop[:-1]) > 0 else closed).append(loop)
+    if len(found) != 1:
+        raise ValueError("not one outline")
+    return found[0], closed
+
+
+def _split_touching(ring: np.ndarray) -> List[np.ndarray]:
+    """A closed ring that passes a point more than once (a region touching itself at a corner) as
+    simple closed loops, one per visit: the valid form of an outline with a hole touching it."""
+    points = ring[:-1]
+    keys = points[:, 0].astype(np.float64) * (float(np.abs(points[:, 1]).max()) + 2.0) + points[:, 1]
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    repeated = np.flatnonzero(counts[inverse] > 1)
+    if not len(repeated):
+        return [ring]
+    parts: List[np.ndarray] = []
+    open_at: Dict[float, int] = {}  # point -> the part that starts at it
+    loops, last = [], 0
+    for index in repeated.tolist():
+        parts.append(points[last:index])
+        last = index
+        key = keys[index]
+        if key in open_at:
+            start = open_at[key]
+            loop = np.vstack(parts[start:])
+            loops.append(np.vstack([loop, loop[:1]]))
+            del parts[start:]
+            open_at = {k: p for k, p in open_at.items() if p < start}
+        open_at[key] = len(parts)
+    parts.append(points[last:])
+    rest = np.vstack([p for p in parts if len(p)])
+    return loops + [np.vstack([rest, rest[:1]])]
+
+
+def _release_memory() -> None:
+    """Give the memory freed by a block back to the system before the next one (glibc's
+    malloc_trim; nothing elsewhere). Without it, freed blocks' arrays fragment the heap and the
+    process's resident size creeps up block after block."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+            import ctypes.util
+
+            _TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", False)
+        except OSError:
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
 
 
 def _polygonal(geometry):
@@ -1083,6 +1285,7 @@ def _vectorize(dataset, path: Path, conf, temporary: Path, layer: str, min_area:
             labels, values, _ = _connected(_read_block(dataset, row0, count, nodata))
             sieve.add(values, labels)
             del labels
+            _release_memory()
         merged = sieve.solve()
 
     writer = _Writer(temporary, layer, dataset.crs, dataset.transform, metric, classes)
@@ -1111,6 +1314,7 @@ def _vectorize(dataset, path: Path, conf, temporary: Path, layer: str, min_area:
                 valid &= scores != conf_nodata
             sums = np.bincount(labels[valid], weights=scores[valid], minlength=n)
             counts = np.bincount(labels[valid], minlength=n)
+            del scores, valid
         groups: Dict[int, _Group] = {
             i: _Group(int(values[i]), faces[i], float(sums[i]), int(counts[i]))
             for i in range(n) if values[i] != CLASS_NODATA}
@@ -1121,16 +1325,26 @@ def _vectorize(dataset, path: Path, conf, temporary: Path, layer: str, min_area:
                 pending[a].join(groups[b])
         last_row = np.unique(labels[-1]) if number < len(blocks) else np.zeros(0, dtype=np.int64)
         still_open = {id(groups[i].root()) for i in last_row.tolist() if i in groups}
+        previous_last, previous_values = labels[-1].copy(), values
+        involved = list(pending.values()) + list(groups.values())
+        pending = {i: groups[i] for i in last_row.tolist() if i in groups}
+        # The block's arrays go before regions are finished: a large region's assembly then does not
+        # add to the block's own peak.
+        del labels, faces, geometries, groups, block, sums, counts, first_pixels
+        _release_memory()
         seen = set()
-        for group in list(pending.values()) + list(groups.values()):
+        for group in involved:
             root = group.root()
             if id(root) in seen or id(root) in still_open:
                 continue
             seen.add(id(root))
             writer.add(root)
-        pending = {i: groups[i] for i in last_row.tolist() if i in groups}
-        previous_last, previous_values = labels[-1].copy(), values
-        del labels, faces, geometries, groups
+            root.pieces = []  # written: its geometry is no longer needed
+        del involved
+        writer.flush()  # what this block finished goes to the file now: memory follows the block
+        for group in {id(g.root()): g.root() for g in pending.values()}.values():
+            group.pieces = [_compact(piece) for piece in group.pieces]  # open regions kept small
+        _release_memory()
     writer.flush(final=True)
     present = sorted(set(writer.per_class) | set(classes))
     writer.write_style([_class_info(classes, v) for v in present])
