@@ -1014,15 +1014,15 @@ def _merge_outlines(outlines: List[np.ndarray]) -> Tuple[np.ndarray, List[np.nda
             begin = stop + 1
     # Link chains end to start.
     starting: Dict[Tuple[int, int], List[int]] = {}
-    for number, chain in enumerate(chains):
-        starting.setdefault((int(chain[0, 0]), int(chain[0, 1])), []).append(number)
+    for number, link in enumerate(chains):
+        starting.setdefault((int(link[0, 0]), int(link[0, 1])), []).append(number)
     successor = []
-    for chain in chains:
-        options = starting.get((int(chain[-1, 0]), int(chain[-1, 1])), [])
+    for link in chains:
+        options = starting.get((int(link[-1, 0]), int(link[-1, 1])), [])
         if not options or len(options) > 2:
             raise ValueError("chains do not close into rings")
         if len(options) == 2:
-            incoming = (chain[-1] - chain[-2]).astype(np.float64)
+            incoming = (link[-1] - link[-2]).astype(np.float64)
             turns = []
             for option in options:
                 out = (chains[option][1] - chains[option][0]).astype(np.float64)
