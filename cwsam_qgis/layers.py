@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 from qgis.core import (
-    QgsContrastEnhancement, QgsCoordinateTransformContext, QgsMapLayer, QgsPalettedRasterRenderer,
-    QgsProject, QgsProviderRegistry, QgsRasterFileWriter, QgsRasterLayer, QgsRasterPipe, QgsSingleBandGrayRenderer,
+    QgsCategorizedSymbolRenderer, QgsContrastEnhancement, QgsCoordinateTransformContext, QgsFillSymbol, QgsMapLayer,
+    QgsPalettedRasterRenderer, QgsProject, QgsProviderRegistry, QgsRasterFileWriter, QgsRasterLayer, QgsRasterPipe,
+    QgsRendererCategory, QgsSingleBandGrayRenderer, QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QColor
 
 GROUP_NAME = "CWSAM"
-OUTPUT_PROPERTY = "cwsam/output"  # custom property of the layers the plugin adds: "classes" or "confidence"
+OUTPUT_PROPERTY = "cwsam/output"  # custom property of the layers the plugin adds: "classes", "confidence", "polygons"
 # Providers whose pixels are rendered images, not measurements.
 RENDERED_PROVIDERS = {"wms", "wcs", "arcgismapserver", "arcgisfeatureserver", "xyz", "vectortile"}
 
@@ -137,6 +138,34 @@ def confidence_renderer(layer: QgsRasterLayer) -> QgsSingleBandGrayRenderer:
     enhancement.setMaximumValue(100)
     renderer.setContrastEnhancement(enhancement)
     return renderer
+
+
+def polygon_renderer(classes: Sequence) -> QgsCategorizedSymbolRenderer:
+    """Polygons categorized by their ``class`` field: each class's colour (outline a darker shade) and name,
+    as the style ``cwsam_core.vectorize`` stores in the GeoPackage."""
+    categories = []
+    for c in classes:
+        symbol = QgsFillSymbol.createSimple({"color": QColor(c.color).name(), "style": "solid",
+                                            "outline_color": QColor(c.color).darker(165).name(),
+                                            "outline_width": "0.2", "outline_width_unit": "MM"})
+        categories.append(QgsRendererCategory(int(c.value), symbol, c.name))
+    return QgsCategorizedSymbolRenderer("class", categories)
+
+
+def add_polygons(path: Path, classes: Sequence, layer: Optional[str] = None,
+                 project: Optional[QgsProject] = None) -> QgsVectorLayer:
+    """Add the polygons written by ``cwsam_core.vectorize`` (layer ``layer`` of the GeoPackage ``path``,
+    named after the file) at the top of the "CWSAM" group, styled with ``classes``. Main thread only."""
+    project = project or QgsProject.instance()
+    path = Path(path)
+    polygons = QgsVectorLayer(f"{path}|layername={layer or path.stem}", path.stem, "ogr")
+    if not polygons.isValid():
+        raise LayerError(f"QGIS cannot open the polygons {path}")
+    polygons.setRenderer(polygon_renderer(classes))
+    polygons.setCustomProperty(OUTPUT_PROPERTY, "polygons")
+    project.addMapLayer(polygons, False)
+    cwsam_group(project).insertLayer(0, polygons)
+    return polygons
 
 
 def cwsam_group(project: QgsProject):

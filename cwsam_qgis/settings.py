@@ -17,6 +17,7 @@ OVERLAP = "classify/overlap"         # fraction in [0, 1)
 BATCH_SIZE = "classify/batch_size"
 DEVICE = "classify/device"
 CONFIDENCE = "classify/confidence"   # also write the confidence layer
+POLYGONS = "classify/polygons"       # also write the class map's polygons (GeoPackage)
 OUTPUT_FOLDER = "classify/output_folder"
 
 DEFAULTS: dict[str, Any] = {
@@ -28,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     BATCH_SIZE: 4,
     DEVICE: "auto",
     CONFIDENCE: False,
+    POLYGONS: False,
     OUTPUT_FOLDER: "",
 }
 

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
-    QgsProcessingOutputString, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+    QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputFile, QgsProcessingOutputString, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
     QgsProcessingParameterExtent, QgsProcessingParameterFile, QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
 )
 
-from ..layers import LayerError, class_renderer, confidence_renderer, raster_source
+from ..layers import LayerError, class_renderer, confidence_renderer, polygon_renderer, raster_source
 from ..tasks.classify_task import ClassifyRequest, area_summary, for_the_plugin, parse_bands, run_classification
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -37,6 +38,19 @@ class _Styler(QgsProcessingLayerPostProcessorInterface):
             layer.triggerRepaint()
 
 
+class _PolygonStyler(QgsProcessingLayerPostProcessorInterface):
+    """Styles the loaded polygons: categorized by class with the model's colours and names."""
+
+    def __init__(self, classes) -> None:
+        super().__init__()
+        self.classes = classes
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802
+        if layer is not None and layer.isValid():
+            layer.setRenderer(polygon_renderer(self.classes))
+            layer.triggerRepaint()
+
+
 def _keep(styler: _Styler) -> _Styler:
     _STYLERS.append(styler)
     del _STYLERS[:-8]
@@ -56,6 +70,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     BANDS = "BANDS"
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
+    POLYGONS = "POLYGONS"
+    MIN_AREA = "MIN_AREA"
+    SIMPLIFY = "SIMPLIFY"
     RECORD = "RECORD"
     SUMMARY = "SUMMARY"
 
@@ -70,8 +87,10 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "Classifies a SAR raster into the land-cover classes of a CWSAM model file: overlapping tiles with "
             "blended probabilities, the raster's grid and CRS kept. Writes a GeoTIFF of class values (with a "
             "paletted style of the model's class names and colours), optionally the per-pixel confidence in percent, "
-            "and a .run.json record beside it. Extent: only the pixels it touches are classified. Tile size 0 uses "
-            "the model's. Models fine-tuned from SAM need the SAM checkpoint they were trained with."
+            "and a .run.json record beside it. Polygons (optional, a GeoPackage): one polygon per connected region "
+            "with its class, name, area (m²) and mean confidence, styled with the model's colours, after an optional "
+            "minimum area and simplification (advanced). Extent: only the pixels it touches are classified. Tile "
+            "size 0 uses the model's. Models fine-tuned from SAM need the SAM checkpoint they were trained with."
         )
 
     def createInstance(self):  # noqa: N802
@@ -96,6 +115,10 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterEnum(self.INPUT_SCALE, "Input scale", INPUT_SCALES, defaultValue=0),
             QgsProcessingParameterString(self.BANDS, "Bands, in the model's order (e.g. 1,2; default: by "
                                          "description, else in order)", defaultValue="", optional=True),
+            QgsProcessingParameterNumber(self.MIN_AREA, "Polygons: minimum area (m², smaller regions merged into "
+                                         "a neighbour)", QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+            QgsProcessingParameterNumber(self.SIMPLIFY, "Polygons: simplify boundaries (tolerance in metres)",
+                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -103,6 +126,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classes"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.CONFIDENCE, "Confidence (%)", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.POLYGONS, "Polygons (GeoPackage)", QgsProcessing.TypeVectorPolygon, optional=True,
+            createByDefault=False))
         self.addOutput(QgsProcessingOutputFile(self.RECORD, "Run record (JSON)"))
         self.addOutput(QgsProcessingOutputString(self.SUMMARY, "Area per class (JSON)"))
 
@@ -131,6 +157,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         output = Path(self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
         confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) \
             if parameters.get(self.CONFIDENCE) else None
+        polygons = self.parameterAsOutputLayer(parameters, self.POLYGONS, context) \
+            if parameters.get(self.POLYGONS) else None
         request = ClassifyRequest(
             source=source, output=output, model=Path(model), sam_checkpoint=Path(sam) if sam else None,
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context) or None,
@@ -139,6 +167,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             input_scale=INPUT_SCALES[self.parameterAsEnum(parameters, self.INPUT_SCALE, context)],
             confidence=Path(confidence) if confidence else None, bounds=bounds, band_indexes=bands,
+            polygons=Path(polygons) if polygons else None,
+            min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
         )
         outcome = run_classification(request, lambda f, m: feedback.setProgress(100.0 * f), feedback.isCanceled,
                                      feedback=feedback)
@@ -159,7 +190,17 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             context.layerToLoadOnCompletionDetails(str(output)).setPostProcessor(_keep(_Styler(classes)))
         if confidence and context.willLoadLayerOnCompletion(confidence):
             context.layerToLoadOnCompletionDetails(confidence).setPostProcessor(_keep(_Styler()))
+        if polygons:
+            if outcome.polygons is None:  # an output asked for and missing: the run failed (the classes stay)
+                raise QgsProcessingException(f"the classes were written to {result.output}, but "
+                                             f"{for_the_plugin(outcome.polygons_error or 'polygons not written')}")
+            for note in outcome.polygons.warnings:
+                feedback.pushWarning(note)
+            feedback.pushInfo(f"{outcome.polygons.polygons:,} polygons written to {outcome.polygons.output}")
+            if context.willLoadLayerOnCompletion(polygons):
+                context.layerToLoadOnCompletionDetails(polygons).setPostProcessor(_keep(_PolygonStyler(classes)))
         summary = {name: {"pixels": pixels, "area": result.areas[value], "unit": result.area_unit}
                    for value, (_c, name, pixels, _s, _a) in zip(result.pixel_counts, rows)}
         return {self.OUTPUT: str(result.output), self.CONFIDENCE: str(result.confidence) if result.confidence else None,
+                self.POLYGONS: str(outcome.polygons.output) if outcome.polygons is not None else None,
                 self.RECORD: str(result.record), self.SUMMARY: json.dumps(summary)}

@@ -34,16 +34,26 @@ class ClassifyRequest:
     bounds: Optional[Tuple[float, float, float, float]] = None  # in the raster's CRS
     input_scale: str = "auto"
     band_indexes: Optional[Sequence[int]] = None
+    polygons: Optional[Path] = None  # also write the class map's polygons to this GeoPackage
+    min_area: float = 0.0  # the polygons' minimum mapping unit, m²
+    simplify: float = 0.0  # the polygons' simplification tolerance, metres
 
 
 @dataclass
 class ClassifyOutcome:
-    """The engine's ``ClassificationResult``, or the one-line error that stopped it."""
+    """The engine's ``ClassificationResult``, or the one-line error that stopped it; with polygons asked
+    for, the ``VectorizeResult`` or why they were not written (the class raster is kept either way)."""
 
     result: Optional[object] = None
     error: Optional[str] = None
     details: Optional[str] = None  # traceback of an unexpected error, for the log panel
     cancelled: bool = False
+    polygons: Optional[object] = None
+    polygons_error: Optional[str] = None
+
+
+# Share of the progress bar taken by the classification when polygons follow it.
+CLASSIFY_SHARE = 0.9
 
 
 def parse_bands(text: str) -> Optional[List[int]]:
@@ -88,6 +98,12 @@ def run_classification(
         return ClassifyOutcome(error=f"CWSAM's Python dependencies cannot be imported ({exc}): see the Setup tab")
     if not request.model.is_file():
         return ClassifyOutcome(error=f"model file not found: {request.model}; choose a CWSAM model file (.cwsam.pt)")
+    problem = check_polygons_path(request)
+    if problem:
+        request.source.cleanup()
+        return ClassifyOutcome(error=problem)
+    share = CLASSIFY_SHARE if request.polygons is not None else 1.0
+    classify_progress = None if progress is None else (lambda fraction, message: progress(share * fraction, message))
     try:
         path = request.source.materialize(feedback)
         if should_cancel is not None and should_cancel():
@@ -96,7 +112,7 @@ def run_classification(
             path, request.output, request.model, sam_checkpoint=request.sam_checkpoint, tile_size=request.tile_size,
             device=request.device, confidence_path=request.confidence, overlap=request.overlap,
             batch_size=request.batch_size, input_scale=request.input_scale, band_indexes=request.band_indexes,
-            bounds=request.bounds, progress=progress, should_cancel=should_cancel,
+            bounds=request.bounds, progress=classify_progress, should_cancel=should_cancel,
         )
     except ClassificationCancelled as exc:
         return ClassifyOutcome(error=str(exc), cancelled=True)
@@ -107,7 +123,54 @@ def run_classification(
                                details=traceback.format_exc())
     finally:
         request.source.cleanup()
-    return ClassifyOutcome(result=result)
+    outcome = ClassifyOutcome(result=result)
+    if request.polygons is not None:
+        outcome.polygons, outcome.polygons_error = write_polygons(result, request, progress, should_cancel)
+    return outcome
+
+
+def check_polygons_path(request: ClassifyRequest) -> Optional[str]:
+    """Why the polygons cannot go where asked (checked before classifying), or None."""
+    if request.polygons is None:
+        return None
+    if request.polygons.suffix.lower() != ".gpkg":
+        return f"the polygons are written as a GeoPackage: give a file name ending in .gpkg, not {request.polygons.name}"
+    from cwsam_core.paths import OutputConflictError, check_outputs, class_raster_files, raster_input_files
+
+    inputs = [("SAR raster", raster_input_files(request.source.path)), ("model file", [request.model]),
+              ("SAM checkpoint", [request.sam_checkpoint])]
+    outputs = [("output", class_raster_files(request.output)), ("confidence output", [request.confidence]),
+               ("polygon output", [request.polygons])]
+    try:
+        check_outputs(inputs, outputs)
+    except OutputConflictError as exc:
+        return str(exc)
+    return None
+
+
+def write_polygons(result, request: ClassifyRequest, progress=None, should_cancel=None) -> Tuple[Optional[object],
+                                                                                                Optional[str]]:
+    """The class raster just written as polygons (``cwsam_core.vectorize``, the engine of ``cwsam vectorize``):
+    (VectorizeResult, None), or (None, why not). Never raises: the classification stands either way."""
+    try:
+        from cwsam_core.vectorize import VectorizeCancelled, VectorizeError, vectorize_file
+    except Exception as exc:  # noqa: BLE001 - a missing dependency is a message
+        return None, f"polygons not written: the vectorize engine cannot be imported ({exc})"
+
+    def step(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(CLASSIFY_SHARE + (1 - CLASSIFY_SHARE) * fraction, f"polygons: {message}")
+
+    try:
+        return vectorize_file(result.output, request.polygons, confidence=result.confidence,
+                              min_area=request.min_area, simplify=request.simplify, progress=step,
+                              should_cancel=should_cancel), None
+    except VectorizeCancelled:
+        return None, "polygons cancelled: none were written (the class raster is kept)"
+    except VectorizeError as exc:
+        return None, f"polygons not written: {exc}"
+    except Exception as exc:  # noqa: BLE001 - QGIS must never see an exception from a task
+        return None, f"polygons not written: {type(exc).__name__}: {exc}"
 
 
 class ClassifyTask(QgsTask):

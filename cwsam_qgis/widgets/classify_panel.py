@@ -22,7 +22,8 @@ from qgis.PyQt.QtWidgets import (
 from .. import messages, settings
 from .setup_panel import device_line
 from ..layers import (
-    LayerError, add_classification, cwsam_output_layers, free_path, layer_file, output_folder, raster_source, safe_stem,
+    LayerError, add_classification, add_polygons, cwsam_output_layers, free_path, layer_file, output_folder,
+    raster_source, safe_stem,
 )
 from ..tasks.classify_task import (
     ClassifyOutcome, ClassifyRequest, ClassifyTask, area_summary, for_the_plugin, parse_bands,
@@ -182,6 +183,9 @@ class ClassifyPanel(QWidget):
         self.output_widget.setToolTip("The class raster (GeoTIFF). Empty: a new file beside the saved project, "
                                       "or beside the input raster")
         self.confidence_check = QCheckBox("Also add the confidence layer (%)", self)
+        self.polygons_check = QCheckBox("Also add the polygons (GeoPackage)", self)
+        self.polygons_check.setToolTip("One polygon per connected region of the class map, with its class, name, area "
+                                       "(m²) and mean confidence, in <output>_polygons.gpkg (as cwsam vectorize)")
         self.bands_edit = QLineEdit(self)
         self.bands_edit.setPlaceholderText("[by band description, else in order]")
         self.bands_edit.setToolTip("1-based raster bands to use, in the model's band order (e.g. 1,2)")
@@ -219,6 +223,7 @@ class ClassifyPanel(QWidget):
         form.addRow(self.device_label)
         form.addRow("Output file", self.output_widget)
         form.addRow(self.confidence_check)
+        form.addRow(self.polygons_check)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button)
@@ -251,6 +256,7 @@ class ClassifyPanel(QWidget):
         self.device_combo.setCurrentIndex(DEVICES.index(device) if device in DEVICES else 0)
         self.device_label.setText(device_line(self.device_combo.currentText()))
         self.confidence_check.setChecked(settings.value(settings.CONFIDENCE))
+        self.polygons_check.setChecked(settings.value(settings.POLYGONS))
 
     def _save_settings(self) -> None:
         settings.set_value(settings.MODEL_FILE, self.model_widget.filePath())
@@ -260,6 +266,7 @@ class ClassifyPanel(QWidget):
         settings.set_value(settings.BATCH_SIZE, self.batch_spin.value())
         settings.set_value(settings.DEVICE, self.device_combo.currentText())
         settings.set_value(settings.CONFIDENCE, self.confidence_check.isChecked())
+        settings.set_value(settings.POLYGONS, self.polygons_check.isChecked())
 
     # --- inputs -------------------------------------------------------------------------------
 
@@ -345,6 +352,8 @@ class ClassifyPanel(QWidget):
             if self.confidence_check.isChecked() else None,
             bounds=bounds, band_indexes=parse_bands(self.bands_edit.text()),
             input_scale=self.input_scale_combo.currentData() or "auto",
+            polygons=output_path.with_name(output_path.stem + "_polygons.gpkg")
+            if self.polygons_check.isChecked() else None,
         )
 
     def view_bounds(self, layer: QgsRasterLayer) -> Tuple[float, float, float, float]:
@@ -426,15 +435,36 @@ class ClassifyPanel(QWidget):
             self._fail(str(exc))
             return
         self.result_layer_ids = [layer.id()]
+        polygons_note = self._add_polygons(outcome)
         self.progress_bar.setValue(100)
         self.status_label.setText(messages.breakable(f"Done in {result.seconds:.1f} s on {result.device}: layer "
-                                                     f"{layer.name()}, file {result.output}"))
+                                                     f"{layer.name()}, file {result.output}{polygons_note}"))
         self.summary.setHtml(self.summary_html(result))
         for note in result.warnings:
             messages.log(for_the_plugin(note), Qgis.Warning)
-        messages.success(self.iface, f"Classified {request.source.layer_name} into {result.output.name}",
-                         details=f"run record: {result.record}")
+        if outcome.polygons_error:
+            messages.warning(self.iface, f"Classified {request.source.layer_name} into {result.output.name}; "
+                             f"{for_the_plugin(outcome.polygons_error)}", f"run record: {result.record}")
+        else:
+            messages.success(self.iface, f"Classified {request.source.layer_name} into {result.output.name}",
+                             details=f"run record: {result.record}")
         self.classified.emit(layer.id())
+
+    def _add_polygons(self, outcome: ClassifyOutcome) -> str:
+        """Add the polygons written after the classification (in the "CWSAM" group, styled with the model's
+        classes); returns the words the status line adds about them."""
+        polygons = outcome.polygons
+        if polygons is None:
+            return f"; {for_the_plugin(outcome.polygons_error)}" if outcome.polygons_error else ""
+        try:
+            layer = add_polygons(polygons.output, self._classes, polygons.layer)
+        except LayerError as exc:
+            outcome.polygons_error = str(exc)
+            return f"; {exc}"
+        self.result_layer_ids.append(layer.id())
+        for note in polygons.warnings:
+            messages.log(for_the_plugin(note), Qgis.Warning)
+        return f"; {polygons.polygons:,} polygons in {polygons.output.name}"
 
     def summary_html(self, result) -> str:
         rows = "".join(
