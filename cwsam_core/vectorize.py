@@ -91,6 +91,7 @@ PathLike = Union[str, os.PathLike]
 
 MAX_BLOCK_ROWS = 2048
 BLOCK_PIXELS = 8 * 2**20  # pixels per block of rows (fewer rows for wide rasters)
+SIMPLIFY_BLOCK_PIXELS = 2 * 2**20  # simplifying holds the block's noded boundaries: smaller blocks
 ANCHOR_ROWS = 64  # arcs are cut on these row lines when simplifying; block sizes are multiples of it
 WRITE_BATCH = 20_000  # features per append to the GeoPackage
 GDAL_CACHE_BYTES = 16 * 2**20  # each tile is read once, in order: a small cache is enough
@@ -286,12 +287,12 @@ class _Metric:
 # --- polygonising a block ----------------------------------------------------------------------
 
 
-def _block_rows(width: int, requested: Optional[int]) -> int:
+def _block_rows(width: int, requested: Optional[int], pixels: int = BLOCK_PIXELS) -> int:
     if requested is not None:
         if requested <= 0 or requested % ANCHOR_ROWS:
             raise VectorizeError(f"block rows must be a positive multiple of {ANCHOR_ROWS}, got {requested}")
         return requested
-    rows = (BLOCK_PIXELS // max(width, 1)) // ANCHOR_ROWS * ANCHOR_ROWS
+    rows = (pixels // max(width, 1)) // ANCHOR_ROWS * ANCHOR_ROWS
     return int(min(MAX_BLOCK_ROWS, max(ANCHOR_ROWS, rows)))
 
 
@@ -1262,7 +1263,7 @@ def _vectorize(dataset, path: Path, conf, temporary: Path, layer: str, min_area:
                      f"{metric.pixel_area:,.1f} m² per pixel)")
     if dataset.crs is None:
         notes.append(f"{path.name} has no coordinate reference system: the polygons have none and no areas")
-    rows = _block_rows(width, block_rows)
+    rows = _block_rows(width, block_rows, SIMPLIFY_BLOCK_PIXELS if tolerance > 0 else BLOCK_PIXELS)
     blocks = [(r, min(rows, height - r)) for r in range(0, height, rows)]
     passes = 2 if threshold > 1 else 1
     nodata = dataset.nodata

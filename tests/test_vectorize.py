@@ -131,6 +131,7 @@ def test_blocks_give_the_same_polygons_as_one_block(tmp_path):
     first, first_columns = read_layer(tmp_path / "one.gpkg")
     second, second_columns = read_layer(tmp_path / "many.gpkg")
     assert len(first) == len(second) == one.polygons == many.polygons
+    assert not one.warnings and not many.warnings  # nothing repaired, no block left unsimplified
     assert shapely.equals(in_order(first), in_order(second)).all()
     assert one.areas == pytest.approx(many.areas, rel=1e-12)
     assert sorted(zip(first_columns["class"], first_columns["area_m2"].round(6))) == \
@@ -163,6 +164,27 @@ def test_a_region_across_block_edges_is_one_feature(tmp_path):
     assert columns["area_m2"][columns["class"] == 1][0] == pytest.approx((labels == 1).sum() * PIXEL ** 2)
     assert result.polygons_per_class == {0: 2, 1: 1, 2: 1}  # the background inside the U is its own region
     assert shapely.get_num_interior_rings(shapely.get_geometry(geometries[columns["class"] == 0], 0)).max() == 1
+
+
+def test_a_region_touching_itself_across_a_block_edge_is_one_valid_polygon(tmp_path):
+    labels = np.zeros((128, 64), dtype=np.uint8)
+    # A ring of class 1 whose two ends meet only at a corner, on the block edge at row 64: one region
+    # (connected the long way round) with a hole that touches its outline at that corner.
+    labels[20:64, 10:14] = 1  # left arm, down to row 63
+    labels[20:24, 10:50] = 1  # top
+    labels[20:100, 46:50] = 1  # right arm
+    labels[96:100, 14:50] = 1  # bottom, from column 14
+    labels[64:100, 14:18] = 1  # from row 64, column 14: touches the left arm's pixel (63, 13) at a corner only
+    raster = write_class_raster(tmp_path / "ring.tif", labels)
+    for rows in (64, 128):
+        result = vectorize_file(raster, tmp_path / f"ring{rows}.gpkg", block_rows=rows)
+        geometries, columns = read_layer(tmp_path / f"ring{rows}.gpkg")
+        ring = geometries[columns["class"] == 1]
+        assert len(ring) == 1 and shapely.is_valid(ring[0]) and not result.warnings
+        assert shapely.area(ring[0]) == pytest.approx((labels == 1).sum() * PIXEL ** 2)
+        assert result.polygons_per_class == {0: 2, 1: 1}  # the inside is its own region
+    first, second = (read_layer(tmp_path / f"ring{rows}.gpkg")[0] for rows in (64, 128))
+    assert shapely.equals(in_order(first), in_order(second)).all()
 
 
 def test_geographic_crs_areas_are_in_square_metres(tmp_path):
