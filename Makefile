@@ -68,6 +68,7 @@ demo-model: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_classify.py
+	$(PY) bench/bench_vectorize.py
 
 bench-train: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-bench.txt
