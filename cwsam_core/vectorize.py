@@ -7,13 +7,17 @@ with, per feature, the class value and name, the area in m² and the mean confid
 How it works, and why it holds for any raster height:
 
 * **Blocks of rows.** The raster is read a block of rows at a time (at most ``MAX_BLOCK_ROWS``, fewer
-  for wide rasters so a block holds about ``BLOCK_PIXELS`` pixels). Each block is polygonised with
-  GDAL (4-connected regions, in pixel coordinates, so every vertex is an exact integer). Pieces of a
-  region cut by a block edge are joined through the pixels on either side of the edge: a piece
-  that reaches the open bottom edge stays pending, is linked with the pieces of the same class that
-  continue it in the next block, and its region is dissolved (one union) and written as soon as
-  none of its pieces reaches the current bottom edge. Memory follows the block and the regions
-  still open, not the raster's height.
+  for wide rasters so a block holds about ``BLOCK_PIXELS`` pixels, ``SIMPLIFY_BLOCK_PIXELS`` when
+  simplifying). Regions are labelled with a vectorised union-find over runs of pixels and
+  polygonised with GDAL (4-connected, in pixel coordinates, so every vertex is an exact integer).
+  Pieces of a region cut by a block edge are joined through the pixels on either side of the edge:
+  a piece that reaches the open bottom edge stays pending (as compact integer arrays), is linked
+  with the pieces of the same class that continue it in the next block, and its region is
+  dissolved and written as soon as none of its pieces reaches the current bottom edge. The dissolve
+  cancels the stretches of block edge two pieces share and follows the rest of their outlines into
+  rings (:func:`_merge_outlines`), so even a region spanning the whole map (a class matrix with
+  thousands of islands) costs a few arrays of its vertices, not a general overlay. Memory follows
+  the block and the regions still open, not the raster's height (bench/bench_vectorize.py).
 * **Minimum mapping unit** (``min_area``, m²). A region smaller than it is merged into the
   neighbouring region it shares the longest boundary with (ties: the larger one), smallest regions
   first, before polygonising; a region whose neighbours are all nodata stays. Regions are found by
@@ -172,24 +176,33 @@ def raster_classes(dataset, path: PathLike) -> Dict[int, ClassInfo]:
     if not names:
         tags = dataset.tags(1)
         names = {int(k[6:]): v for k, v in tags.items() if k.startswith("class_") and k[6:].isdigit() and v}
-    try:
-        table = dataset.colormap(1)
-    except ValueError:
-        table = {}
-    values = sorted(set(names) | {v for v in table if v != CLASS_NODATA and v in names})
+    table = colour_table(dataset)
     classes = {}
-    for index, value in enumerate(values):
-        if value == CLASS_NODATA:
-            continue
-        colour = table.get(value)
-        classes[value] = ClassInfo(value, names.get(value, f"class {value}"),
-                                   "#%02x%02x%02x" % tuple(colour[:3]) if colour else default_color(index))
+    for index, value in enumerate(sorted(v for v in names if v != CLASS_NODATA)):
+        classes[value] = ClassInfo(value, names[value], _table_colour(table, value) or default_color(index))
     return classes
 
 
-def _class_info(classes: Dict[int, ClassInfo], value: int) -> ClassInfo:
+def colour_table(dataset) -> Dict[int, tuple]:
+    try:
+        return dataset.colormap(1)
+    except ValueError:
+        return {}
+
+
+def _table_colour(table: Dict[int, tuple], value: int) -> Optional[str]:
+    """A value's colour in a GDAL colour table, or None (absent, or the black GDAL pads tables with)."""
+    colour = table.get(value)
+    if not colour or tuple(colour[:3]) == (0, 0, 0):
+        return None
+    return "#%02x%02x%02x" % tuple(colour[:3])
+
+
+def _class_info(classes: Dict[int, ClassInfo], value: int, table: Optional[Dict[int, tuple]] = None) -> ClassInfo:
+    """The class of ``value``; a value the classes do not name becomes "class N", in its colour-table colour."""
     if value not in classes:
-        classes[value] = ClassInfo(value, f"class {value}", default_color(len(classes)))
+        classes[value] = ClassInfo(value, f"class {value}",
+                                   _table_colour(table or {}, value) or default_color(len(classes)))
     return classes[value]
 
 
@@ -823,6 +836,7 @@ class _Writer:
     def __init__(self, path: Path, layer: str, crs, transform: Affine, metric: _Metric,
                  classes: Dict[int, ClassInfo]) -> None:
         self.path, self.layer, self.metric, self.classes = path, layer, metric, classes
+        self.table: Dict[int, tuple] = {}  # the raster's colour table: colours of values the classes do not name
         self.crs = crs.to_wkt() if crs is not None else None
         self.matrix = np.array([[transform.a, transform.d], [transform.b, transform.e]])
         self.offset = np.array([transform.c, transform.f])
@@ -870,7 +884,7 @@ class _Writer:
         areas = self.metric.areas(geometries) if len(geometries) else np.zeros(0)
         counted = areas if self.metric.unit == "m2" else shapely.area(geometries) / self.cell if len(geometries) \
             else np.zeros(0)
-        names = np.array([_class_info(self.classes, int(v)).name for v in values], dtype=object)
+        names = np.array([_class_info(self.classes, int(v), self.table).name for v in values], dtype=object)
         for value, area in zip(values.tolist(), counted.tolist()):
             self.per_class[value] = self.per_class.get(value, 0) + 1
             self.areas[value] = self.areas.get(value, 0.0) + area
@@ -1290,6 +1304,7 @@ def _vectorize(dataset, path: Path, conf, temporary: Path, layer: str, min_area:
         merged = sieve.solve()
 
     writer = _Writer(temporary, layer, dataset.crs, dataset.transform, metric, classes)
+    writer.table = colour_table(dataset)
     simplifier = _Simplifier(tolerance) if tolerance > 0 else None
     conf_nodata = conf.nodata if conf is not None else None
     base = 0
@@ -1348,7 +1363,7 @@ def _vectorize(dataset, path: Path, conf, temporary: Path, layer: str, min_area:
         _release_memory()
     writer.flush(final=True)
     present = sorted(set(writer.per_class) | set(classes))
-    writer.write_style([_class_info(classes, v) for v in present])
+    writer.write_style([_class_info(classes, v, writer.table) for v in present])
     if merged:
         LOG.info("%s regions under %g m² (%d pixels) merged into their neighbours", f"{merged:,}", min_area, threshold)
     if simplifier is not None and simplifier.fallbacks:

@@ -276,6 +276,15 @@ def test_the_geopackage_holds_its_qgis_style(tmp_path):
     assert categories == [(c.value, c.name) for c in CLASSES]
     colours = [s.find(".//Option[@name='color']").get("value") for s in renderer.iter("symbol")]
     assert colours == ["%d,%d,%d,255" % tuple(int(c.color[i:i + 2], 16) for i in (1, 3, 5)) for c in CLASSES]
+    # A raster with a colour table and no names: "class N" in the table's colours.
+    Path(f"{raster}.aux.xml").unlink()
+    vectorize_file(raster, tmp_path / "unnamed.gpkg")
+    _, _, _, fields = read_vector(tmp_path / "unnamed.gpkg", layer="layer_styles")
+    meta = pyogrio.read_info(tmp_path / "unnamed.gpkg", layer="layer_styles")
+    qml = dict(zip(meta["fields"], (values[0] for values in fields)))["styleQML"]
+    renderer = ET.fromstring(qml.split("\n", 1)[1]).find("renderer-v2")
+    assert [c.get("label") for c in renderer.iter("category")] == [f"class {c.value}" for c in CLASSES]
+    assert [s.find(".//Option[@name='color']").get("value") for s in renderer.iter("symbol")] == colours
     # Classes given by the caller win over the raster's.
     vectorize_file(raster, tmp_path / "named.gpkg", classes="0:lake,1:soil,2:crops,3:woods,4:town")
     _, columns = read_layer(tmp_path / "named.gpkg")
