@@ -7,13 +7,14 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 VENV          ?= .venv
 PY            := $(VENV)/bin/python
 STAMP         := $(VENV)/.setup-stamp
+LIGHT_STAMP   := $(VENV)/.setup-light-stamp
 APT_PACKAGES  := python3-qgis python3-venv python3-pip qgis
 SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS   ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup test test-slow bench bench-train clean apt-deps package install-plugin demo demo-model
+.PHONY: help setup setup-light test test-slow bench bench-train clean apt-deps package install-plugin demo demo-model
 
 # The QGIS profile that `make install-plugin` links the plugin into.
 QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
@@ -22,6 +23,7 @@ PLUGIN_ZIP       := dist/cwsam_qgis-$(PLUGIN_VERSION).zip
 
 help:
 	@echo "make setup      install system packages (apt) and .venv with pinned dependencies"
+	@echo "make setup-light  the light install: classify with ONNX models without PyTorch (requirements-classify.txt)"
 	@echo "make test       run the whole test suite headless (runs setup when needed)"
 	@echo "make test-slow  also run the opt-in slow tests (full-size SAM backbones)"
 	@echo "make demo       classify the bundled simulated scene with the bundled model, offline (out/demo/)"
@@ -41,6 +43,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) tools/check_env.py
+	@touch $@
+
+setup-light: $(LIGHT_STAMP)
+
+# Classification with ONNX exports only: ONNX Runtime instead of PyTorch (about 60 MB instead of 6 GB).
+$(LIGHT_STAMP): requirements-classify.txt pyproject.toml
+	@$(MAKE) --no-print-directory apt-deps
+	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet -r requirements-classify.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) tools/check_env.py --light
 	@touch $@
 
 apt-deps:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -15,7 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .paths import describe_non_model
+from .card import DEFAULT_POSITION_TABLES, POSITION_TABLE_MODES, CheckpointError  # noqa: F401 (re-exported)
+from .paths import describe_non_model, file_sha256  # noqa: F401 (re-exported)
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -48,25 +48,6 @@ AUTHORS_UNUSED = re.compile(r"^image_encoder\.blocks\.\d+\.Depth_Adapter\.")
 AUTHORS_LOSS = re.compile(r"^criterion[A-Za-z]*\.")
 AUTHORS_LOSS_WEIGHT = "criterionBCE.weight"
 
-# How relative-position tables are fitted to a model built for another input size S:
-#   "crop": the global-attention tables of S = 1024 are cut to the central 2 S/16 - 1 offsets
-#           (S < 1024; a larger S has no learnt values to cut and is interpolated);
-#   "interpolate": every table is resized linearly (SAM's own behaviour; files written before the
-#           choice existed use it).
-# Crop is the default for new models: our tiles are cut from the raster at its own pixel size, never
-# rescaled, so a token offset of d at S = 512 is the same ground distance as at S = 1024, and cropping
-# keeps for it exactly the embedding SAM learnt for offset d (the windowed blocks, whose 14 x 14 tables
-# never change, already work that way), whereas resizing gives it the one learnt for about 2 d.
-# Measured on the official-layout vit_b with random relative-position tables against S = 1024 on the
-# same pixels (tools/measure_position_tables.py, numbers in docs/EVALUATION.md): cropping keeps the
-# encoder's output closer to S = 1024 in 12 of 16 cases and in all 8 at S = 512; resizing was ahead
-# only with white-noise tables at S = 256, by at most 0.007 in relative error.
-POSITION_TABLE_MODES = ("crop", "interpolate")
-DEFAULT_POSITION_TABLES = "crop"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with what to do about it."""
 
 
 class CheckpointWriteError(CheckpointError):
@@ -160,22 +141,6 @@ def encoder_shape(state: StateDict) -> Tuple[int, int]:
     width = state["image_encoder.patch_embed.proj.weight"].shape[0]
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
     return width, len(blocks)
-
-
-_SHA256_CACHE: Dict[Tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path | str) -> str:
-    """SHA-256 of a file, cached per (path, size, mtime) for this process (SAM files are large)."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA256_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-        _SHA256_CACHE[key] = digest.hexdigest()
-    return _SHA256_CACHE[key]
 
 
 def is_authors_layout(state: StateDict) -> bool:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import List
 
-from .model_file import ClassInfo, default_color
+from .card import ClassInfo, default_color
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 

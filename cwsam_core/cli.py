@@ -29,21 +29,69 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .model_file import ModelFileError, read_model_card
+    from .card import ModelFileError, is_onnx
 
     try:
-        card = read_model_card(args.model)
+        if is_onnx(args.model):
+            from .onnx_model import describe_onnx
+
+            text, kind = describe_onnx(args.model), "CWSAM ONNX export"
+        else:
+            from .model_file import read_model_card
+
+            from .retrain import describe_parent
+
+            card = read_model_card(args.model)
+            text, kind = card.describe() + describe_parent(card), "CWSAM model file"
     except ModelFileError as exc:
         raise CliError(str(exc)) from None
-    print(f"CWSAM model file: {args.model}")
-    print(card.describe())
+    print(f"{kind}: {args.model}")
+    print(text)
     return 0
 
 
 def _register_info(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("info", help="print the model card of a CWSAM model file")
-    parser.add_argument("model", metavar="MODEL_FILE", help="a CWSAM model file (.cwsam.pt)")
+    parser = subparsers.add_parser("info", help="print the model card of a CWSAM model file or ONNX export")
+    parser.add_argument("model", metavar="MODEL_FILE", help="a CWSAM model file (.cwsam.pt) or ONNX export (.onnx)")
     parser.set_defaults(func=_info)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .card import CheckpointError, ModelFileError
+
+    try:
+        from .onnx_export import ExportError, export_onnx
+    except ImportError as exc:
+        raise CliError(f"export needs the full install with PyTorch and onnx ({exc}): make setup, or "
+                       "pip install -r requirements.txt") from None
+    try:
+        result = export_onnx(args.model, args.output, sam_checkpoint=args.sam_checkpoint, int8=args.int8,
+                             tile_size=args.tile_size)
+    except (ExportError, ModelFileError, CheckpointError) as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        raise CliError("interrupted; nothing was written") from None
+    export = result.export
+    print(f"ONNX export written to {result.path} ({result.bytes / 2**20:.1f} MB, {export['precision']}, "
+          f"{export['tile_size']} px tiles); largest logit difference to PyTorch on a test batch: "
+          f"{export.get('max_abs_logit_difference_int8', export['max_abs_logit_difference']):.2g}")
+    return 0
+
+
+def _register_export(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a model file as one ONNX file, to classify with ONNX Runtime (no PyTorch)",
+        description="Export a CWSAM model file to ONNX for one tile size, frozen SAM weights included (the file "
+        "stands alone), with the model card in its metadata. `cwsam classify --model MODEL.onnx` runs it with "
+        "ONNX Runtime, as do the QGIS dock and cwsam:classify.")
+    parser.add_argument("model", metavar="MODEL_FILE", help="a CWSAM model file (.cwsam.pt)")
+    parser.add_argument("--sam-checkpoint", help="the SAM checkpoint the model was fine-tuned from (if it needs one)")
+    parser.add_argument("--output", required=True, help="ONNX file to write (.onnx)")
+    parser.add_argument("--tile-size", type=int, help="the tile size the export runs at, a multiple of 16 "
+                        "(default: the model's)")
+    parser.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the linear layers "
+                        "(smaller, faster on CPUs; class maps agree with float32 on most pixels)")
+    parser.set_defaults(func=_export)
 
 
 def _parse_bands(text: Optional[str]) -> Optional[list[int]]:
@@ -110,9 +158,8 @@ def _batch_outputs(scenes: list, folder: Path, with_confidence: bool) -> list:
 def _classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .checkpoint import CheckpointError
+    from .card import CheckpointError, ModelFileError
     from .inference import ClassificationCancelled, ClassificationError, classify_file
-    from .model_file import ModelFileError
     from .radiometry import RadiometryError
 
     scenes = _scene_list(args)
@@ -250,7 +297,8 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
                         help="SAR raster (GeoTIFF or any format GDAL reads); polarisations in separate files as "
                         "one scene: VV.tif,VH.tif; several scenes need --output-dir")
     parser.add_argument("--list", metavar="FILE", help="a text file naming one scene a line (also VV.tif,VH.tif)")
-    parser.add_argument("--model", required=True, help="CWSAM model file")
+    parser.add_argument("--model", required=True, help="CWSAM model file (.cwsam.pt, runs with PyTorch) or ONNX "
+                        "export (.onnx, runs with ONNX Runtime: see cwsam export)")
     parser.add_argument("--sam-checkpoint", help="the SAM checkpoint the model was fine-tuned from (if it needs one)")
     parser.add_argument("--output", help="class GeoTIFF to write for one scene (with .qml, .aux.xml, .run.json)")
     parser.add_argument("--output-dir", metavar="FOLDER", help="folder for the class rasters of any number of "
@@ -274,8 +322,9 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
                         "memory, at most 32; 4 without a GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the image encoder (GPU: faster once "
                         "compiled, the first tiles take minutes); falls back with a warning where it fails")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps "
+                        "(ONNX models: CUDA where onnxruntime-gpu finds a GPU, else CPU)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch or ONNX Runtime")
     parser.add_argument("--input-scale", default="auto", choices=["auto", "db", "linear", "amplitude"],
                         help="scale of the input values (default: detected from the data)")
     parser.add_argument("--bands", help="1-based raster bands to use, in the model's band order (e.g. 1,2)")
@@ -352,19 +401,30 @@ def _train(args: argparse.Namespace) -> int:
     steps_per_epoch = args.steps_per_epoch if args.steps_per_epoch is not None else (None if paper else 50)
     try:
         sources = _sources(args)
-        classes = parse_classes(args.classes) if args.classes else _classes_from_data(sources, args.ignore_value or [])
-        config = TrainConfig(
-            backbone=args.backbone, classes=classes, output=Path(args.output), sam_checkpoint=args.sam_checkpoint,
-            tile_size=args.tile_size, bands=[b.strip() for b in args.band_names.split(",")] if args.band_names else None,
-            band_indexes=_parse_bands(args.bands), input_scale=args.input_scale, model_scale=args.model_scale,
+        common = dict(
+            output=Path(args.output), sam_checkpoint=args.sam_checkpoint, tile_size=args.tile_size,
+            band_indexes=_parse_bands(args.bands), input_scale=args.input_scale,
             ignore_values=args.ignore_value or [], epochs=epochs, steps_per_epoch=steps_per_epoch,
             batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, val_fraction=args.val_fraction,
             time_budget=args.time_budget, balanced_sampling=args.balanced_sampling,
             device=args.device, seed=args.seed, dice_weight=args.dice,
-            class_weights=_parse_weights(args.class_weights, len(classes)),
             gradient_checkpointing=args.gradient_checkpointing, recipe=args.recipe,
             compile_encoder=args.compile,
         )
+        if args.init_model:
+            config = _warm_start(args, common)
+        else:
+            if not args.backbone:
+                raise CliError("name the backbone (--backbone vit_tiny, or vit_b with --sam-checkpoint), or continue "
+                               "from a model file with --init-model")
+            if args.replay:
+                raise CliError("--replay mixes in the training data of the model given with --init-model: give one")
+            classes = parse_classes(args.classes) if args.classes else _classes_from_data(sources,
+                                                                                          args.ignore_value or [])
+            config = TrainConfig(
+                backbone=args.backbone, classes=classes, model_scale=args.model_scale,
+                bands=[b.strip() for b in args.band_names.split(",")] if args.band_names else None,
+                class_weights=_parse_weights(args.class_weights, len(classes)), **common)
         # Under torchrun only rank 0 reports. With a time budget the bar counts percent of the time.
         main_process = int(os.environ.get("RANK", "0")) == 0
         total = 100 if args.time_budget else epochs * (steps_per_epoch or 1)
@@ -400,6 +460,24 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warm_start(args: argparse.Namespace, common: dict):
+    """The config of ``cwsam train --init-model``: what the model file fixes may not be given otherwise."""
+    from .retrain import warm_start_config
+
+    for given, option in ((args.classes, "--classes"), (args.band_names, "--band-names"),
+                          (args.model_scale != "auto", "--model-scale")):
+        if given:
+            raise CliError(f"{option} comes from the model given with --init-model: leave it out")
+    if not 0 <= args.replay < 1:
+        raise CliError(f"--replay takes a share of the windows in [0, 1), got {args.replay}")
+    config = warm_start_config(args.init_model, replay=args.replay, **common)
+    if args.backbone and args.backbone != config.backbone:
+        raise CliError(f"{Path(args.init_model).name} is a {config.backbone} model: leave out --backbone "
+                       f"{args.backbone}")
+    config.class_weights = _parse_weights(args.class_weights, len(config.classes))
+    return config
+
+
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="fine-tune CWSAM on labelled rasters")
     parser.add_argument("--image", help="SAR image raster")
@@ -408,7 +486,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--class-field", help="attribute of --polygons holding the class (integer value or name)")
     parser.add_argument("--layer", help="layer of a multi-layer --polygons file")
     parser.add_argument("--pairs", help="CSV with columns image,label (paths relative to the CSV)")
-    parser.add_argument("--backbone", required=True, help="vit_b, vit_l, vit_h (with --sam-checkpoint) or vit_tiny")
+    parser.add_argument("--backbone", help="vit_b, vit_l, vit_h (with --sam-checkpoint) or vit_tiny (not needed "
+                        "with --init-model)")
+    parser.add_argument("--init-model", metavar="MODEL_FILE",
+                        help="continue from this CWSAM model file (its backbone, classes, bands, scales, normalisation "
+                        "and tile size; a model fine-tuned from SAM also needs --sam-checkpoint); the new file names "
+                        "it as its parent. Labels may only use its classes")
+    parser.add_argument("--replay", type=float, default=0.0, metavar="FRACTION",
+                        help="with --init-model: this share of the training windows from the model's own training "
+                        "data, where still on disk unchanged, so that new labels do not unlearn the rest (default 0)")
     parser.add_argument("--sam-checkpoint", help="official SAM checkpoint of the backbone")
     parser.add_argument("--classes", help='VALUE:NAME[:#RRGGBB],... or a CSV/JSON file; unnamed values are ignored')
     parser.add_argument("--ignore-value", type=int, nargs="+", action="extend", metavar="V",
@@ -597,7 +683,7 @@ def _register_vectorize(subparsers: argparse._SubParsersAction) -> None:
 
 # Each entry adds one subcommand to the parser; its handler is stored as the ``func`` default.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _register_info, _register_classify, _register_train, _register_evaluate, _register_import_authors,
+    _register_info, _register_classify, _register_export, _register_train, _register_evaluate, _register_import_authors,
     _register_vectorize,
 ]
 

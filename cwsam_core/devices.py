@@ -12,9 +12,10 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import nn
 
+from .runners import CPU_BATCH_SIZE, cpu_batch_size
+
 LOG = logging.getLogger("cwsam")
 GIB = 2**30
-CPU_BATCH_SIZE = 4  # tiles per batch where no GPU memory decides it
 MAX_AUTO_BATCH = 32  # more rarely helps: batches are formed within one row of tiles
 GPU_MEMORY_SHARE = 0.7  # of the free GPU memory that the automatic batch may use
 
@@ -91,7 +92,7 @@ def auto_batch_size(model: nn.Module, device: torch.device, tile: int, autocast:
     Elsewhere ``CPU_BATCH_SIZE``.
     """
     if device.type != "cuda":
-        return CPU_BATCH_SIZE, f"{CPU_BATCH_SIZE} (the default without a CUDA GPU)"
+        return cpu_batch_size()
     model = model.to(device).eval()
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()

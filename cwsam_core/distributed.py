@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .inference import select_device
+from .torch_runner import select_device
 
 
 @dataclass

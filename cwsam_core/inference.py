@@ -2,6 +2,10 @@
 
 Memory does not grow with the raster's height: only one band of ``tile_size`` rows of class
 probabilities is held, and rows are written to the output as soon as no later tile can touch them.
+
+Torch-free: the network runs through a :class:`~cwsam_core.runners.TileRunner`, PyTorch's
+(``torch_runner``, imported for ``.cwsam.pt`` models and ``nn.Module`` s) or ONNX Runtime's (``onnx_model``,
+for ``.onnx`` exports), so classification works where only ONNX Runtime is installed.
 """
 
 from __future__ import annotations
@@ -21,17 +25,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import rasterio
 import rasterio.shutil
-import torch
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window, from_bounds
-from torch import nn
 
 from . import __version__
-from .checkpoint import file_sha256
-from .devices import auto_batch_size, compile_encoder
-from .model_file import ModelCard, load_model_file
-from .paths import OutputConflictError, check_outputs, class_raster_files, raster_input_files
+from .card import ModelCard, is_onnx
+from .paths import OutputConflictError, check_outputs, class_raster_files, file_sha256, raster_input_files
 from .radiometry import SarReader
+from .runners import TileRunner
 from .scene import SceneError, open_scene, scene_name, scene_paths
 from .raster_output import CLASS_NODATA, category_names_aux_xml, colormap, publish, qml_text, remove_quietly, sidecars
 
@@ -67,21 +68,16 @@ class ClassificationResult:
     warnings: List[str] = field(default_factory=list)
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU for "auto"; an explicit device must be available."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ClassificationError("device cuda was asked for but no CUDA GPU is available: use --device auto or cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ClassificationError("device mps was asked for but Apple MPS is not available: use --device auto or cpu")
-    if not (name == "cpu" or name == "mps" or name.startswith("cuda")):
-        raise ClassificationError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
-    return torch.device(name)
+# Names that moved to ``torch_runner`` (they need torch), still importable from here.
+_TORCH_NAMES = ("select_device", "_autocast", "predict_probabilities")
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        from . import torch_runner
+
+        return getattr(torch_runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tile_offsets(length: int, tile: int, stride: int) -> List[int]:
@@ -103,27 +99,6 @@ def blend_window(tile: int) -> np.ndarray:
     ramp = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
     ramp = np.maximum(ramp, 1e-3).astype(np.float32)
     return np.outer(ramp, ramp)
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
-
-
-def predict_probabilities(model: nn.Module, images: torch.Tensor, flips: bool = False) -> torch.Tensor:
-    """Class probabilities B x N x S x S of B x 3 x S x S images; with ``flips`` the mean over the image as
-    it is, mirrored left-right, upside down and both (test-time augmentation: 4 times the compute)."""
-    if not flips:
-        return torch.softmax(model(images).float(), dim=1)
-    total = None
-    for dims in ((), (-1,), (-2,), (-2, -1)):
-        flipped = torch.flip(images, dims) if dims else images
-        probabilities = torch.softmax(model(flipped).float(), dim=1)
-        probabilities = torch.flip(probabilities, dims) if dims else probabilities
-        total = probabilities if total is None else total + probabilities
-    return total / 4
 
 
 def _pixel_area(transform, crs, row_start: int, rows: int) -> Tuple[np.ndarray, str]:
@@ -198,13 +173,13 @@ def check_classify_paths(input_path: Path | str, output_path: Path | str, confid
 def classify_raster(
     input_path: Path | str,
     output_path: Path | str,
-    model: nn.Module,
+    model,
     card: ModelCard,
     *,
     confidence_path: Optional[Path | str] = None,
     overlap: float = 0.25,
     batch_size: Optional[int] = None,
-    device: str | torch.device = "auto",
+    device="auto",
     input_scale: str = "auto",
     band_indexes: Optional[Sequence[int]] = None,
     threads: Optional[int] = None,
@@ -219,16 +194,19 @@ def classify_raster(
 ) -> ClassificationResult:
     """Classify the raster at ``input_path`` with ``model`` and write a styled uint8 class GeoTIFF.
 
-    ``model`` maps B x 3 x S x S normalised images to B x N x S x S logits, with S its ``input_size``
-    (the tile size). Writes ``output_path`` with its ``.qml`` and ``.aux.xml`` sidecars, optionally
-    a confidence GeoTIFF (max class probability in percent, nodata 255), and a ``.run.json`` record.
+    ``model`` is a :class:`TileRunner` (e.g. ``onnx_model.OnnxRunner``) or a torch module mapping
+    B x 3 x S x S normalised images to B x N x S x S logits, with S its ``input_size`` (the tile size),
+    run on ``device`` (a name or a torch device) with ``threads`` CPU threads. Writes ``output_path`` with
+    its ``.qml`` and ``.aux.xml`` sidecars, optionally a confidence GeoTIFF (max class probability in
+    percent, nodata 255), and a ``.run.json`` record.
     ``bounds`` (xmin, ymin, xmax, ymax in the raster's CRS) limits the output to that window of the
     raster's grid, widened to whole pixels; tiles still read the raster around it for context.
     ``test_time_flips`` averages each tile's probabilities over four flips (4 times the compute).
     ``cog`` writes Cloud-Optimised GeoTIFFs (overviews: mode of the classes, mean of the confidence).
     ``run_info`` is added to the run record (e.g. the process of a batch under torchrun).
     ``batch_size`` None: as many tiles as fit in free GPU memory (4 without a GPU). ``compile_model``:
-    ``torch.compile`` the image encoder (falls back to eager mode with a warning where that fails).
+    ``torch.compile`` the image encoder of a torch module (falls back to eager mode with a warning where
+    that fails).
     Everything is written to temporary files and renamed at the end: after an error or a cancel
     nothing is left at the output paths.
     """
@@ -236,7 +214,8 @@ def classify_raster(
     paths, output_path = scene_paths(input_path), Path(output_path)
     name = scene_name(input_path)
     confidence_path = Path(confidence_path) if confidence_path else None
-    tile = int(getattr(model, "input_size", card.tile_size or card.input_size))
+    tile = int(getattr(model, "input_size", None) or getattr(model, "tile_size", None)
+               or card.tile_size or card.input_size)
     if tile <= 0 or tile % 16:
         raise ClassificationError(f"tile size must be a positive multiple of 16 pixels, got {tile}")
     if not 0 <= overlap < 1:
@@ -250,20 +229,23 @@ def classify_raster(
     _check_output_path(output_path, "output")
     if confidence_path:
         _check_output_path(confidence_path, "confidence output")
-    torch_device = device if isinstance(device, torch.device) else select_device(device)
-    if threads:
-        torch.set_num_threads(threads)
     notes: List[str] = []
 
     def warn(message: str) -> None:
         notes.append(message)
         LOG.warning(message)
 
+    if isinstance(model, TileRunner):
+        runner = model
+        if compile_model:
+            warn("--compile applies to PyTorch models; this model runs with ONNX Runtime, without it")
+    else:
+        from .torch_runner import TorchRunner
+
+        runner = TorchRunner(model, device, threads=threads, compile_model=compile_model, warn=warn)
     batch_source = "given"
     if batch_size is None:
-        batch_size, batch_source = auto_batch_size(model, torch_device, tile, lambda: _autocast(torch_device))
-    if compile_model:
-        compile_encoder(model, warn)
+        batch_size, batch_source = runner.batch_size(tile)
     stride = max(1, tile - int(round(tile * overlap)))
     targets = [output_path, *sidecars(output_path).values()] + ([confidence_path] if confidence_path else [])
     temporaries = {t: t.with_name(f".{t.name}.{os.getpid()}.partial") for t in targets}
@@ -281,7 +263,7 @@ def classify_raster(
                     normalization=card.normalization, warn=warn, trained_scale=card.training_input_scale,
                 )
                 counts, areas, area_unit = _run_tiles(
-                    dataset, region, reader, model, card, tile, stride, batch_size, torch_device,
+                    dataset, region, reader, runner, card, tile, stride, batch_size,
                     temporaries[output_path], temporaries.get(confidence_path) if confidence_path else None,
                     progress, should_cancel, test_time_flips,
                 )
@@ -307,6 +289,7 @@ def classify_raster(
                         *(t.with_name(t.name + ".cog") for t in temporaries.values())])
         raise
     seconds = time.perf_counter() - started
+    engine = runner.record()
     record = {
         "cwsam_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -317,8 +300,9 @@ def classify_raster(
                        "batch_size_source": batch_source, "compile": compile_model, "requested_scale": input_scale,
                        "test_time_flips": test_time_flips,
                        "bounds": list(bounds) if bounds is not None else None, "window": window_record, **resolved},
-        "device": str(torch_device),
-        "software": {"torch": str(torch.__version__), "rasterio": rasterio.__version__,
+        "device": runner.device,
+        "engine": engine["engine"],
+        "software": {**engine["software"], "rasterio": rasterio.__version__,
                      "gdal": rasterio.__gdal_version__, "numpy": np.__version__, "python": platform.python_version()},
         "seconds": round(seconds, 3),
         "outputs": {"classes": str(output_path), "confidence": str(confidence_path) if confidence_path else None},
@@ -331,7 +315,7 @@ def classify_raster(
     }
     record_path.write_text(json.dumps(record, indent=2))
     return ClassificationResult(output_path, confidence_path, record_path, counts, areas, area_unit,
-                                {c.value: c.name for c in card.classes}, seconds, str(torch_device), notes)
+                                {c.value: c.name for c in card.classes}, seconds, runner.device, notes)
 
 
 def _to_cog(path: Path, overview_resampling: str) -> None:
@@ -383,8 +367,8 @@ def _output_profile(dataset: rasterio.io.DatasetReader, region: Window, dtype: s
 
 
 def _run_tiles(
-    dataset, region: Window, reader: SarReader, model: nn.Module, card: ModelCard, tile: int, stride: int,
-    batch_size: int, device: torch.device, output: Path, confidence: Optional[Path],
+    dataset, region: Window, reader: SarReader, runner: TileRunner, card: ModelCard, tile: int, stride: int,
+    batch_size: int, output: Path, confidence: Optional[Path],
     progress: Optional[ProgressCallback], should_cancel: Optional[Callable[[], bool]], flips: bool = False,
 ) -> Tuple[Dict[int, int], Dict[int, float], str]:
     # Read once: the dataset is read by a background thread below and must not be touched meanwhile.
@@ -399,7 +383,6 @@ def _run_tiles(
     areas = np.zeros(len(values), dtype=np.float64)
     area_unit = "pixels"
     total_tiles, done_tiles = len(rows) * len(cols), 0
-    model = model.to(device).eval()
     out_dst = rasterio.open(output, "w", **_output_profile(dataset, region, "uint8", CLASS_NODATA))
     conf_dst = rasterio.open(confidence, "w", **_output_profile(dataset, region, "uint8", CONFIDENCE_NODATA)) if confidence else None
     try:
@@ -449,9 +432,7 @@ def _run_tiles(
                     flush(row)  # every tile of the rows above is done: they are final
                 batch = [(col, image, valid) for col, image, valid in tiles if valid.any()]  # skip all-nodata
                 if batch:
-                    images = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
-                    with torch.inference_mode(), _autocast(device):
-                        probabilities = predict_probabilities(model, images, flips).cpu().numpy()
+                    probabilities = runner.probabilities(np.stack([b[1] for b in batch]), flips)
                     for (tile_col, _, tile_valid), tile_probabilities in zip(batch, probabilities):
                         strip.add(row, tile_col, tile_probabilities, tile_valid, window)
                 done_tiles += len(tiles)
@@ -476,12 +457,24 @@ def classify_file(
     **options,
 ) -> ClassificationResult:
     """Load a model file and classify a raster with it: the one entry point of the CLI, the plugin
-    and the Processing algorithm. ``tile_size`` other than the model's trained size rebuilds the
-    model at that size (position tables interpolated)."""
+    and the Processing algorithm. A ``.cwsam.pt`` model runs with PyTorch: ``tile_size`` other than the
+    model's trained size rebuilds it at that size (position tables interpolated). An ``.onnx`` export
+    runs with ONNX Runtime (no torch needed) at the tile size it was exported for; it holds every weight,
+    so ``sam_checkpoint`` is not used."""
     if tile_size is not None and (tile_size <= 0 or tile_size % 16):
         raise ClassificationError(f"tile size must be a positive multiple of 16 pixels, got {tile_size}")
     check_classify_paths(input_path, output_path, options.get("confidence_path"),
                          {"model file": model_path, "SAM checkpoint": sam_checkpoint})
+    if is_onnx(model_path):
+        from .onnx_model import OnnxRunner
+
+        runner = OnnxRunner(model_path, device=device, threads=options.pop("threads", None), tile_size=tile_size)
+        identity = {"file": str(Path(model_path).resolve()), "sha256": file_sha256(model_path), "format": "onnx",
+                    "exported_from": runner.export_info}
+        return classify_raster(input_path, output_path, runner, runner.card, model_identity=identity, **options)
+    from .model_file import load_model_file
+    from .torch_runner import select_device
+
     torch_device = select_device(device)
     model, card = load_model_file(model_path, sam_checkpoint, device=torch_device, input_size=tile_size)
     identity = {"file": str(Path(model_path).resolve()), "sha256": file_sha256(model_path),

@@ -8,148 +8,27 @@ tensor and are self-contained.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from . import __version__
 from .build import backbone_config, build_model, load_sam_weights
-from .checkpoint import (
-    POSITION_TABLE_MODES, CheckpointError, atomic_torch_save, file_sha256, load_into_model, torch_load_safely,
+from .card import (  # noqa: F401 (the card's names are re-exported: model_file was their home)
+    FORMAT_VERSION, PALETTE, ClassInfo, ModelCard, ModelFileError, default_classes, default_color,
 )
+from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, load_into_model, torch_load_safely
 from .modeling import CWSAM
-from .modeling.low_frequency import EMBEDDING_LAYOUTS
-from .radiometry import INPUT_SCALES
 from .trainable import configure_trainable, trainable_names
 
 FORMAT = "cwsam-model"
-FORMAT_VERSION = 1
 # Largest finite float16 value: a tensor beyond it cannot be stored in half precision.
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 # Buffers a model fine-tuned from SAM stores beside its trained parameters: the decoder's positional
 # encoding, SAM's for models trained here but the authors' own random matrix in models imported from
 # their code (1 KB).
 STORED_BUFFERS = ("pe_layer.positional_encoding_gaussian_matrix",)
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used, with what to do about it."""
-
-
-@dataclass
-class ClassInfo:
-    """One output class: the value written to the class raster, its name and colour (#rrggbb)."""
-
-    value: int
-    name: str
-    color: str
-
-
-@dataclass
-class ModelCard:
-    """What a model file says about its model."""
-
-    backbone: str
-    input_size: int
-    classes: List[ClassInfo]
-    bands: List[str] = field(default_factory=lambda: ["VV", "VH"])
-    input_scale: str = "db"
-    normalization: Optional[Dict[str, List[float]]] = None  # {"mean": [3], "std": [3]} of the model input
-    tile_size: Optional[int] = None
-    tile_overlap: float = 0.25
-    refine_channels: int = 0  # width of the full-resolution logit refinement (0: none, the published model)
-    training_input_scale: Optional[str] = None  # the scale the training images were read in
-    # Later additions; their defaults are what files written before them did.
-    input_clip: Optional[float] = None  # normalised inputs clipped to +-input_clip before the encoder
-    position_tables: str = "interpolate"  # how position tables fit another input size (crop, interpolate)
-    embedding_layout: str = "ours"  # "authors": a model imported from the authors' code
-    gsd: Optional[float] = None
-    sam_checkpoint: Optional[Dict[str, str]] = None  # {"name", "sha256"}; None when self-contained
-    provenance: Dict[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
-
-    def __post_init__(self) -> None:
-        self.classes = [c if isinstance(c, ClassInfo) else ClassInfo(**c) for c in self.classes]
-        if self.input_scale not in INPUT_SCALES:
-            raise ModelFileError(f"input scale must be one of {', '.join(INPUT_SCALES)}, got {self.input_scale!r}")
-        if len({c.value for c in self.classes}) != len(self.classes):
-            raise ModelFileError("class values must be unique")
-        if self.embedding_layout not in EMBEDDING_LAYOUTS:
-            raise ModelFileError(f"embedding layout must be one of {', '.join(EMBEDDING_LAYOUTS)}, "
-                                 f"got {self.embedding_layout!r}")
-        if self.position_tables not in POSITION_TABLE_MODES:
-            raise ModelFileError(f"position tables must be one of {', '.join(POSITION_TABLE_MODES)}, "
-                                 f"got {self.position_tables!r}")
-        if self.input_clip is not None and not (isinstance(self.input_clip, (int, float)) and self.input_clip > 0):
-            raise ModelFileError(f"input clip must be a positive number or none, got {self.input_clip!r}")
-        if self.tile_size is None:
-            self.tile_size = self.input_size
-
-    @property
-    def self_contained(self) -> bool:
-        return self.sam_checkpoint is None
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "ModelCard":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def describe(self) -> str:
-        """The model card as text, for ``cwsam info`` and the plugin."""
-        lines = [
-            f"Backbone:        {self.backbone} (input {self.input_size} x {self.input_size} px)",
-            "Weights:         " + (
-                "self-contained (trained from scratch)"
-                if self.self_contained
-                else f"needs SAM checkpoint {self.sam_checkpoint['name']} (sha256 {self.sam_checkpoint['sha256'][:12]}...)"
-            ),
-            f"Bands expected:  {', '.join(self.bands)}",
-            f"Input scale:     {self.input_scale}" + (
-                f" (trained on {self.training_input_scale} data)" if self.training_input_scale else ""),
-            "Normalisation:   " + (
-                f"mean {_fmt(self.normalization['mean'])}, std {_fmt(self.normalization['std'])}"
-                if self.normalization else "none stored (computed from the raster being classified)"
-            ),
-            "Input clip:      " + (f"normalised values clipped to +-{self.input_clip:g}" if self.input_clip
-                                    else "none"),
-            f"Tiles:           {self.tile_size} px, overlap {self.tile_overlap:.0%}"
-            + (" (at other sizes the global position tables are cropped)" if self.position_tables == "crop" else ""),
-            "Refinement:      " + (f"full-resolution, {self.refine_channels} channels" if self.refine_channels
-                                    else "none"),
-            f"GSD:             {self.gsd if self.gsd is not None else 'unknown'}",
-            *(["Embedding:       the authors' layout (a model trained with their code)"]
-              if self.embedding_layout == "authors" else []),
-            f"Classes ({len(self.classes)}):",
-            *[f"  {c.value:>4}  {c.color}  {c.name}" for c in self.classes],
-        ]
-        if self.provenance:
-            lines.append("Provenance:")
-            lines += [f"  {k}: {v}" for k, v in self.provenance.items()]
-        lines.append(f"Format version:  {self.format_version}")
-        return "\n".join(lines)
-
-
-def _fmt(values: List[float]) -> str:
-    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
-
-
-PALETTE = ["#1f5fff", "#2e9e3f", "#d9a21b", "#c73b3b", "#8c8c8c", "#8e44ad", "#16a085", "#e67e22",
-           "#34495e", "#f1c40f"]
-
-
-def default_color(index: int) -> str:
-    """A distinct colour for the class at position ``index`` of a list given without colours."""
-    return PALETTE[index % len(PALETTE)]
-
-
-def default_classes(num_classes: int) -> List[ClassInfo]:
-    """Placeholder classes 0..N-1 with distinct colours, for models built without a class list."""
-    return [ClassInfo(i, f"class {i}", default_color(i)) for i in range(num_classes)]
 
 
 def save_model_file(path: Path | str, model: CWSAM, card: ModelCard, float16: bool = False) -> Path:

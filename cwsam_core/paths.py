@@ -10,6 +10,7 @@ descriptions and nodata that the raster is read with).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -112,3 +113,18 @@ def describe_non_model(path: PathLike) -> Optional[str]:
         return "a JSON or text file"
     return "not a PyTorch checkpoint (a file written by torch.save)"
 
+
+_SHA256_CACHE: Dict[Tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 of a file, cached per (path, size, mtime) for this process (SAM files are large)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+        _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]

@@ -21,7 +21,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 
-from .model_file import ClassInfo
+from .card import ClassInfo
 from .radiometry import RadiometryError, convert_scale, detect_scale, match_bands, to_model_channels, valid_mask
 from .raster_output import hex_to_rgba
 

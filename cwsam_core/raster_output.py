@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterable, List, Sequence
 from xml.sax.saxutils import quoteattr
 
-from .model_file import ClassInfo
+from .card import ClassInfo
 
 CLASS_NODATA = 255
 

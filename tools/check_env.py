@@ -1,7 +1,8 @@
 """Check that every dependency of CWSAM imports in this interpreter and print its version.
 
 Run by ``make setup``; exits non-zero naming what failed, so a broken set-up stops there
-rather than as a confusing test failure later.
+rather than as a confusing test failure later. ``--light`` (``make setup-light``) checks the light install
+of requirements-classify.txt: classification with ONNX models, without PyTorch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ CHECKS = [
     ("torchvision", "__version__", "imported by segment_anything"),
     ("numpy", "__version__", "arrays"),
     ("segment_anything", None, "SAM modules reused by the model"),
+    ("onnx", "__version__", "cwsam export"),
+    ("onnxruntime", "__version__", "classification with ONNX models"),
     ("rasterio", "__version__", "raster I/O"),
     ("affine", "__version__", "geotransforms"),
     ("pyogrio", "__version__", "polygon label files"),
@@ -29,10 +32,16 @@ CHECKS = [
     ("pytestqt", None, "Qt tests"),
 ]
 
+# Not part of the light install.
+FULL_ONLY = {"torch", "torchvision", "segment_anything", "onnx", "pytest", "pytestqt"}
+
 
 def main() -> int:
+    light = "--light" in sys.argv[1:]
     failed = []
     for name, attr, why in CHECKS:
+        if light and name in FULL_ONLY:
+            continue
         try:
             module = importlib.import_module(name)
         except Exception as exc:  # any import-time failure counts

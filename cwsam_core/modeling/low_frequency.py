@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
-# How the frozen patch embedding E (B x h x w x D) reaches the per-token projection ``embedding_proj``:
-#   "ours": each token gets its own D features (models trained here);
-#   "authors": as the authors' ``PromptGenerator.init_embeddings`` does it, ``E.reshape(B, D, h * w)
-#       .permute(0, 2, 1)`` on a tensor laid out B, h, w, D: token t gets the values E_flat[c * h * w + t],
-#       c = 0..D-1, of the flattened (h, w, D) embedding, which mixes channels of different tokens.
-#       Their trained ``embedding_generator`` weights expect that layout: models imported from their code use it.
-EMBEDDING_LAYOUTS = ("ours", "authors")
+from ..card import EMBEDDING_LAYOUTS
 
 
 def _centered_box(frequencies: torch.Tensor, half: int) -> torch.Tensor:
@@ -42,6 +38,38 @@ def low_pass(images: torch.Tensor, keep_fraction: float = 0.25) -> torch.Tensor:
         spectrum = torch.fft.rfft2(images.float()) * mask
         filtered = torch.fft.irfft2(spectrum, s=(height, width))
     return filtered.abs().to(images.dtype)
+
+
+def _axis_filter(length: int, half: int) -> np.ndarray:
+    """The complex length x length matrix of one axis of ``low_pass``'s filter: inverse DFT . keep . DFT,
+    keeping the integer frequencies in [-half, half) (float64)."""
+    frequencies = np.round(np.fft.fftfreq(length, 1.0 / length))
+    keep = ((frequencies >= -half) & (frequencies < half)).astype(np.float64)
+    dft = np.fft.fft(np.eye(length), axis=0)
+    return (dft.conj().T * keep) @ dft / length
+
+
+class MatrixLowPass(nn.Module):
+    """``low_pass`` for one image size as matrix products: the same function to float32 rounding, made of
+    MatMul, Sub and Abs only, which every ONNX exporter and runtime supports (no FFT operators).
+
+    The kept band is a product of one band per axis, so the complex filter is ``A X B^T`` with A and B
+    the axes' filters (``_axis_filter``), and its real part ``Re A X Re B^T - Im A X Im B^T``. Costs
+    4 S^3 multiply-adds per channel (at S = 512, about 1 % of vit_b's encoder).
+    """
+
+    def __init__(self, height: int, width: int, keep_fraction: float = 0.25) -> None:
+        super().__init__()
+        half = int(math.sqrt(height * width * keep_fraction) / 2)
+        rows, cols = _axis_filter(height, half), _axis_filter(width, half)
+        for name, matrix in (("rows_real", rows.real), ("rows_imag", rows.imag),
+                             ("cols_real_t", cols.real.T), ("cols_imag_t", cols.imag.T)):
+            self.register_buffer(name, torch.tensor(matrix, dtype=torch.float32), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.float()
+        real = self.rows_real @ images @ self.cols_real_t - self.rows_imag @ images @ self.cols_imag_t
+        return real.abs()
 
 
 class LowFrequencyInputModule(nn.Module):
@@ -74,7 +102,14 @@ class LowFrequencyInputModule(nn.Module):
         self.block_mlps = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
         self.act = nn.GELU()
         self.shared_proj = nn.Linear(hidden, embed_dim)
+        # Set for ONNX export (``use_matrix_low_pass``): the low-pass as matrix products instead of FFTs.
+        self.low_pass_operator: Optional[MatrixLowPass] = None
         self._init_weights()
+
+    def use_matrix_low_pass(self, size: int) -> None:
+        """Compute the low-pass of ``size`` x ``size`` images with :class:`MatrixLowPass` (for export: the
+        same values without FFT operators); the state dict does not change."""
+        self.low_pass_operator = MatrixLowPass(size, size, self.keep_fraction).to(self.patch_conv.weight.device)
 
     def _init_weights(self) -> None:
         # The authors' initialisation: trunc-normal linears, He-style conv, zero biases.
@@ -89,7 +124,9 @@ class LowFrequencyInputModule(nn.Module):
 
     def features(self, images: torch.Tensor, patch_embedding: torch.Tensor) -> torch.Tensor:
         """images: B x 3 x S x S, patch_embedding: B x h x w x D -> B x h x w x d."""
-        low = self.patch_conv(low_pass(images, self.keep_fraction)).permute(0, 2, 3, 1)
+        low_passed = (low_pass(images, self.keep_fraction) if self.low_pass_operator is None
+                      else self.low_pass_operator(images).to(images.dtype))
+        low = self.patch_conv(low_passed).permute(0, 2, 3, 1)
         if self.embedding_layout == "authors":
             batch, height, width, dim = patch_embedding.shape
             patch_embedding = (patch_embedding.reshape(batch, dim, height * width).permute(0, 2, 1)
