@@ -98,6 +98,14 @@ def polygon_classes(path: Path | str, class_field: str, layer: Optional[str] = N
     return [ClassInfo(value, f"class {value}", default_color(i)) for i, value in enumerate(distinct)]
 
 
+def unmatched_values(path: Path | str, class_field: str, classes: Sequence[ClassInfo],
+                     layer: Optional[str] = None) -> List[Any]:
+    """The distinct values of ``class_field`` that match none of ``classes`` (sorted; empty when all do)."""
+    source = _read_layer(Path(path), class_field, layer)
+    match = _class_matcher(classes, source.text)
+    return sorted({k for k in source.keys if match(k) < 0})
+
+
 class PolygonLabels:
     """A polygon layer of class labels, read onto an image's grid window by window."""
 

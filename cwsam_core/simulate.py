@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -94,6 +94,27 @@ SIMULATED_CLASSES: List[SimulatedClass] = [
 ]
 WATER, BARE_SOIL, CROPLAND, FOREST, URBAN = range(5)
 
+# Seasons: the class means above are the growing season ("summer"); "winter" is a wet late-autumn or
+# winter acquisition of the same landscape, each class's VV and VH shifted by the dB offsets below
+# (class value -> (VV, VH)): wind-roughened water brighter, moist bare soil brighter, harvested
+# fields darker (bare stubble), leaf-off forest a little darker, towns unchanged. A model trained
+# on one season and applied to the other then confuses classes the way a real seasonal shift does
+# (the magnitudes follow the seasonal ranges of Veloso et al. 2017 and Dostalova et al. 2018 cited above).
+SEASONS = ("summer", "winter")
+SEASON_SHIFTS_DB = {
+    "summer": {},
+    "winter": {WATER: (3.0, 2.0), BARE_SOIL: (3.5, 4.0), CROPLAND: (-3.0, -3.5), FOREST: (-0.5, -0.5)},
+}
+
+
+def seasonal_classes(season: str = "summer") -> List[SimulatedClass]:
+    """``SIMULATED_CLASSES`` with the backscatter of ``season`` (one of ``SEASONS``)."""
+    if season not in SEASON_SHIFTS_DB:
+        raise ValueError(f"season must be one of {', '.join(SEASONS)}, got {season!r}")
+    shifts = SEASON_SHIFTS_DB[season]
+    return [replace(c, vv_db=c.vv_db + shifts.get(c.value, (0.0, 0.0))[0],
+                    vh_db=c.vh_db + shifts.get(c.value, (0.0, 0.0))[1]) for c in SIMULATED_CLASSES]
+
 
 @dataclass
 class SimulatedScene:
@@ -131,6 +152,7 @@ def simulate_scene(
     pixel_size: float = 10.0,
     crs: str = "EPSG:32633",
     origin: Tuple[float, float] = (500000.0, 4600000.0),
+    season: str = "summer",
 ) -> SimulatedScene:
     """Simulates a VV + VH scene of a rural landscape with all of ``SIMULATED_CLASSES``.
 
@@ -144,6 +166,8 @@ def simulate_scene(
       pixel_size (float): Pixel size in map units (> 0). Shapes are drawn in pixels, sized for 10 m.
       crs (str): Coordinate reference system of the grid, anything rasterio understands.
       origin (tuple(float, float)): Map coordinates (x, y) of the top-left corner of the scene.
+      season (str): "summer" (the class means of ``SIMULATED_CLASSES``) or "winter" (shifted by
+        ``SEASON_SHIFTS_DB``); the same seed gives the same land cover, texture and speckle in both.
 
     Returns:
       (SimulatedScene): vv_db and vh_db as float32 H x W arrays in dB, labels as uint8 H x W. Every
@@ -169,7 +193,7 @@ def simulate_scene(
     # Independent streams, so that e.g. the layout is the same whatever the number of looks.
     layout_seed, texture_seed, speckle_seed = np.random.default_rng(seed).integers(0, 2**63 - 1, size=3)
     labels, objects = _simulate_layout(height, width, np.random.default_rng(layout_seed))
-    classes = list(SIMULATED_CLASSES)
+    classes = seasonal_classes(season)
     texture = _simulate_texture(labels, objects, classes, np.random.default_rng(texture_seed))
     vv_db, vh_db = render_backscatter(labels, classes, looks, np.random.default_rng(speckle_seed), texture_db=texture)
     return SimulatedScene(

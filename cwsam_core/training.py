@@ -63,6 +63,8 @@ class TrainingSource:
 # at 1e-3 with AdamW on these data; adapters on a frozen pretrained SAM encoder keep the gentler 2e-4.
 LR_FROM_SCRATCH = 1e-3
 LR_ADAPTERS = 2e-4
+# A warm start (``init_model``) begins from trained weights: this share of the peak rate of a fresh run.
+WARM_START_LR_FACTOR = 0.5
 
 # Training recipes: "default" (this project's), or "paper": the authors' (xypu98/CWSAM train.py and their
 # FUSAR-Map config), so that results can be compared with theirs: AdamW at 2e-4, one learning rate per
@@ -107,6 +109,12 @@ class TrainConfig:
     seed: int = 0
     validation_batch: int = 4
     recipe: str = "default"  # or "paper": see RECIPES
+    # Warm start (see cwsam_core.retrain): continue from this model file (its backbone, classes, bands,
+    # scales, normalisation and tile size), recorded as the parent in the new file's provenance;
+    # ``init_sha256``: the parent's SHA-256 when it was loaded elsewhere (a file changed since is refused).
+    init_model: Optional[Path] = None
+    init_sha256: Optional[str] = None
+    replay: float = 0.0  # share of windows drawn from the parent's own training sources, where still on disk
 
 
 @dataclass
@@ -145,6 +153,7 @@ class _Source:
             raise TrainingDataError("give each training image either a label raster or a polygon file, not both")
         if source.polygons is not None and not source.class_field:
             raise TrainingDataError(f"{Path(source.polygons).name}: name the class field of the polygons")
+        self.given = source
         self.path = Path(source.image)
         try:
             self.dataset = open_scene(source.image)  # one file, or the files of one scene ("VV.tif,VH.tif")
@@ -354,8 +363,9 @@ def _pick_window(sources: List[_Source], tile: int, rng: np.random.Generator, ba
 
 
 def _draw_batch(sources: List[_Source], tile: int, batch: int, rng: np.random.Generator, augment: bool,
-                balanced: float = 0.0):
-    """``batch`` labelled windows from the training part of ``sources`` (see :func:`_pick_window`)."""
+                balanced: float = 0.0, replay: Optional[Tuple[List[_Source], float]] = None):
+    """``batch`` labelled windows from the training part of ``sources`` (see :func:`_pick_window`); with
+    ``replay`` (sources, share), that share of the windows from those sources instead."""
     images, labels = [], []
     attempts = 0
     while len(images) < batch:
@@ -365,7 +375,10 @@ def _draw_batch(sources: List[_Source], tile: int, batch: int, rng: np.random.Ge
                 "no labelled pixels found in the training part of the data after many tries: check the labels, "
                 "the class values and the ignore values"
             )
-        source, window = _pick_window(sources, tile, rng, balanced)
+        pool = sources
+        if replay is not None and replay[0] and rng.random() < replay[1]:  # no draw without replay
+            pool = replay[0]
+        source, window = _pick_window(pool, tile, rng, balanced)
         target = source.labels.read(window)
         image, valid = source.reader.read(window)
         target[~valid | source.validation_mask(window)] = IGNORE_INDEX  # nodata, and validation labels
@@ -482,7 +495,8 @@ def _resolve(config: TrainConfig, opened: List[_Source], pretrained: bool) -> Tr
     if model_scale == "auto":
         # An 8-bit raster is a display product or digital numbers: normalised as it is, never log-transformed.
         model_scale = "amplitude" if all(_is_8bit(s, config) for s in opened) else "db"
-    lr = config.lr if config.lr is not None else (LR_ADAPTERS if pretrained else LR_FROM_SCRATCH)
+    lr = config.lr if config.lr is not None else (LR_ADAPTERS if pretrained else LR_FROM_SCRATCH) * (
+        WARM_START_LR_FACTOR if config.init_model is not None else 1.0)
     if config.recipe == "paper":
         return replace(config, model_scale=model_scale, lr=config.lr if config.lr is not None else LR_ADAPTERS,
                        warmup_steps=0, augment=False, balanced_sampling=0.0,
@@ -602,29 +616,45 @@ def train(
     device = context.device
     torch.manual_seed(config.seed)  # the same initial weights in every process
     opened: List[_Source] = []
+    parent = None
+    replayed: List[_Source] = []
     try:
-        model = build_cwsam(config.backbone, len(config.classes), config.sam_checkpoint, config.tile_size)
+        if config.init_model is not None:
+            from .retrain import check_label_classes, load_parent, replay_sources
+
+            parent = load_parent(config.init_model, config.sam_checkpoint, config.init_sha256)
+            model = parent.model
+            check_label_classes(sources, parent.card)
+        else:
+            model = build_cwsam(config.backbone, len(config.classes), config.sam_checkpoint, config.tile_size)
         model.image_encoder.gradient_checkpointing = config.gradient_checkpointing
         tile = model.input_size
         for source in sources:
             opened.append(_Source(source, config))
+        if parent is not None and config.replay > 0:
+            replayed = [_Source(s, config) for s in replay_sources(parent, sources)]
         config = _resolve(config, opened, model.pretrained_encoder)
         split_sources(opened, tile, config.val_fraction, config.seed)
+        split_sources(replayed, tile, 0.0, config.seed)  # replayed windows train, never validate
         training_sources = [s for s in opened if s.train_blocks]
         if config.steps_per_epoch is None:
             config = replace(config, steps_per_epoch=steps_per_pass(training_sources, tile, config.batch_size))
         counts = sum(s.block_counts[~s.held_out].sum(axis=0) for s in training_sources)
         for s in opened:
             _log_label_notes(s)
-        if (counts > 0).sum() < 2:
+        if (counts > 0).sum() < (1 if parent is not None else 2):  # a warm start knows the other classes
             raise TrainingDataError(
                 f"the training labels hold {int((counts > 0).sum())} of the classes (pixels per class: "
                 f"{counts.tolist()}): at least two classes need labelled pixels"
             )
-        readers = [s.open_reader(config, None) for s in opened]
-        # Normalisation statistics of the training images, applied alike to every image.
-        stats = _combined_statistics([s.reader for s in training_sources],
-                                     [s.dataset.width * s.dataset.height for s in training_sources])
+        readers = [s.open_reader(config, None) for s in opened + replayed]
+        # Normalisation statistics of the training images, applied alike to every image; a warm start
+        # keeps its parent's, which the parent's weights were trained with.
+        if parent is not None and parent.card.normalization:
+            stats = NormalizationStats.from_dict(parent.card.normalization)
+        else:
+            stats = _combined_statistics([s.reader for s in training_sources],
+                                         [s.dataset.width * s.dataset.height for s in training_sources])
         for reader in readers:
             reader.stats = stats
         # Without given weights: plain cross-entropy from scratch (inverse-frequency weights made small
@@ -657,7 +687,11 @@ def train(
             input_scale=config.model_scale, normalization=stats.to_dict(),
             training_input_scale=training_sources[0].reader.source_scale,
         )
+        if parent is not None:
+            card.tile_size, card.tile_overlap, card.gsd = parent.card.tile_size, parent.card.tile_overlap, parent.card.gsd
         data_fingerprint = [_fingerprint(given, source in training_sources) for given, source in zip(sources, opened)]
+        data_fingerprint += [_fingerprint(s.given, True, "replay") for s in replayed]
+        mix = (replayed, config.replay) if replayed else None
         cancelled = finished = False
         clock.start()
         epochs = itertools.count(start_epoch) if clock.budget is not None else range(start_epoch, config.epochs)
@@ -675,7 +709,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 for micro in range(config.accumulate):
                     images, target = _draw_batch(training_sources, tile, config.batch_size, rng, config.augment,
-                                                 config.balanced_sampling)
+                                                 config.balanced_sampling, mix)
                     # Gradients are averaged across processes only on the last micro-batch.
                     sync = nullcontext() if micro == config.accumulate - 1 or not context.enabled else net.no_sync()
                     with sync:
@@ -716,7 +750,7 @@ def train(
             if context.is_main:
                 if improved:
                     card.provenance = _provenance(config, data_fingerprint, best_epoch, metrics, context.world_size,
-                                                  clock)
+                                                  clock, parent)
                     save_model_file(output, model, card)
                 _write_log(output, history)
                 _save_state(output, model, optimizer, scaler, epoch + 1, best_miou, best_epoch, history, clock)
@@ -729,13 +763,14 @@ def train(
         if best_epoch < 0 and context.is_main:
             # No validation part (fraction 0) or cancelled before the first epoch ended: keep the last weights.
             if not cancelled or history:
-                card.provenance = _provenance(config, data_fingerprint, len(history), None, context.world_size, clock)
+                card.provenance = _provenance(config, data_fingerprint, len(history), None, context.world_size, clock,
+                                              parent)
                 save_model_file(output, model, card)
         _warn_about_a_still_score(history)
         context.barrier()  # other ranks return once rank 0 has written its files
         return TrainResult(output, best_epoch, best_miou, history, cancelled)
     finally:
-        for s in opened:
+        for s in opened + replayed:
             s.close()
         context.close()
 
@@ -762,7 +797,7 @@ def _warn_about_a_still_score(history: List[EpochRecord]) -> None:
 
 def _check_paths(sources: Sequence[TrainingSource], config: TrainConfig) -> None:
     """Refuse, before any work, a model file (or its state and log) that is one of the training inputs."""
-    inputs = [("SAM checkpoint", [config.sam_checkpoint])]
+    inputs = [("SAM checkpoint", [config.sam_checkpoint]), ("parent model", [config.init_model])]
     for source in sources:
         inputs += [("training image", raster_input_files(path)) for path in scene_paths(source.image)]
         inputs += [("label raster", raster_input_files(source.labels) if source.labels else []),
@@ -792,25 +827,33 @@ def _log_label_notes(source: _Source) -> None:
                     ", ".join(f"{v} ({n} px)" for v, n in sorted(source.stats.unnamed.items())))
 
 
-def _fingerprint(source: TrainingSource, training: bool) -> dict:
+def _fingerprint(source: TrainingSource, training: bool, role: Optional[str] = None) -> dict:
+    """What the provenance records of a source: absolute paths (so that a later warm start can replay
+    it), their SHA-256, its role (training, validation or replay) and how its labels were read."""
     label = source.label_path
-    entry = {"image": str(source.image), "labels": str(label), "role": "training" if training else "validation",
+    entry = {"image": ",".join(str(Path(p).absolute()) for p in scene_paths(source.image)),
+             "labels": str(Path(label).absolute()),
+             "role": role or ("training" if training else "validation"),
              "image_sha256": ",".join(file_sha256(p) for p in scene_paths(source.image)),
              "labels_sha256": file_sha256(label)}
     if source.polygons is not None:
         entry["class_field"] = source.class_field
+        if source.layer:
+            entry["layer"] = source.layer
     return entry
 
 
 def _provenance(config: TrainConfig, data: list, epoch: int, metrics: Optional[SegmentationMetrics],
-                processes: int, clock: _Clock) -> dict:
-    return {
+                processes: int, clock: _Clock, parent=None) -> dict:
+    warm = {} if parent is None else {"parent": parent.lineage()[-1], "lineage": parent.lineage(),
+                                      "replay": config.replay, "inherited_data": parent.training_data()}
+    return {**warm,
         "trained_with": f"cwsam {__version__}", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "data": data, "epoch": epoch, "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch,
         "steps": clock.steps, "training_minutes": round(clock.seconds / 60, 2), "time_budget": config.time_budget,
         "batch_size": config.batch_size, "processes": processes, "lr": config.lr, "seed": config.seed,
         "val_fraction": config.val_fraction, "balanced_sampling": config.balanced_sampling, "recipe": config.recipe,
-        "class_weights": config.class_weights,
+        "class_weights": config.class_weights, "ignore_values": list(config.ignore_values),
         "validation": None if metrics is None else {
             "miou": metrics.miou, "overall_accuracy": metrics.overall_accuracy, "fwiou": metrics.fwiou,
             "kappa": metrics.kappa, "iou": [None if np.isnan(v) else float(v) for v in metrics.iou],

@@ -1,0 +1,365 @@
+"""Warm starts and the review loop: a new version of a model, trained from it on corrections.
+
+A *warm start* continues training from an existing model file (``cwsam train --init-model``): the
+backbone, classes, bands, scales, normalisation and tile size are the parent's, and the new file's
+provenance names the parent (file name and SHA-256) and the whole chain before it (``lineage``), so
+versions can be traced. Labels may only use the parent's classes. ``replay`` mixes in windows of the
+parent's own training sources, as its provenance records them, where they are still on disk unchanged.
+
+:func:`retrain` is the review loop's step, shared by the CLI, the dock and Processing: train a warm
+start on correction polygons and publish it as the next version beside the parent
+(``name.cwsam.pt`` -> ``name.v2.cwsam.pt`` -> ``name.v3.cwsam.pt``), never over an existing file,
+only when training finished and the parent is still the file that was loaded. :func:`compare_maps`
+says what a new version changed in the class map.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window, from_bounds
+
+from .checkpoint import CheckpointError, file_sha256
+from .datasets import TrainingDataError, label_values
+from .model_file import ModelCard, ModelFileError, load_model_file, read_model_card
+from .paths import OutputConflictError, check_outputs, model_output_files, same_file
+from .radiometry import RadiometryError
+from .scene import scene_paths
+from .training import ProgressCallback, TrainConfig, TrainingSource, TrainResult, train
+
+LOG = logging.getLogger("cwsam")
+
+MODEL_SUFFIX = ".cwsam.pt"
+_VERSION = re.compile(r"^(?P<base>.+)\.v(?P<number>\d+)$")
+# Default steps of a retrain by steps (no time budget), and its warm-up.
+RETRAIN_STEPS = 60
+RETRAIN_WARMUP = 5
+
+
+class RetrainError(TrainingDataError):
+    """A warm start or review step that cannot run (or publish), with what to do; nothing was written."""
+
+
+@dataclass
+class Parent:
+    """The model a warm start continues from: its file, SHA-256 when loaded, card and built model."""
+
+    path: Path
+    sha256: str
+    card: ModelCard
+    model: object
+
+    def training_data(self) -> List[dict]:
+        """The provenance entries of every source this model and the versions before it trained on (each
+        once), so a chain of warm starts can still replay the first model's data."""
+        provenance = self.card.provenance
+        entries = list(provenance.get("inherited_data") or []) + list(provenance.get("data") or [])
+        unique = {(e.get("image"), e.get("labels"), e.get("labels_sha256")): e for e in entries
+                  if e.get("role") in ("training", "replay")}
+        return [{**e, "role": "training"} for e in unique.values()]
+
+    def lineage(self) -> List[Dict[str, str]]:
+        """The versions before the new one, oldest first, each {"name", "sha256"}; the parent last."""
+        earlier = list(self.card.provenance.get("lineage") or [])
+        return earlier + [{"name": self.path.name, "sha256": self.sha256}]
+
+
+def describe_parent(card: ModelCard) -> str:
+    """Lines for ``cwsam info``: the model a warm start came from, and the versions before it ("" if none)."""
+    parent = card.provenance.get("parent") if isinstance(card.provenance, dict) else None
+    if not parent:
+        return ""
+    chain = " <- ".join(p["name"] for p in reversed(card.provenance.get("lineage") or [parent]))
+    return f"\nParent model:    {parent['name']} (sha256 {parent['sha256']})\nVersions:        this <- {chain}"
+
+
+def check_unchanged(path: Path | str, expected_sha256: Optional[str]) -> str:
+    """The file's SHA-256; a ``RetrainError`` when it is no longer ``expected_sha256`` (None: any)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RetrainError(f"the model file {path} is gone: no version was written; choose an existing model file")
+    digest = file_sha256(path)
+    if expected_sha256 and digest != expected_sha256:
+        raise RetrainError(
+            f"the model file {path.name} changed on disk since it was loaded (sha256 {expected_sha256[:12]}... then, "
+            f"{digest[:12]}... now): no version was written; classify with the current file and review again")
+    return digest
+
+
+def load_parent(path: Path | str, sam_checkpoint: Optional[Path | str] = None,
+                expected_sha256: Optional[str] = None) -> Parent:
+    """The parent model of a warm start, loaded for training (``RetrainError`` / ``TrainingDataError`` if not)."""
+    path = Path(path)
+    digest = check_unchanged(path, expected_sha256)
+    try:
+        model, card = load_model_file(path, sam_checkpoint)
+    except ModelFileError as exc:
+        raise TrainingDataError(str(exc)) from None
+    return Parent(path, digest, card, model)
+
+
+def warm_start_config(model: Path | str, output: Path | str, **fields) -> TrainConfig:
+    """A ``TrainConfig`` that continues from the model file ``model``: backbone, classes, bands, model
+    scale and tile size from its card (``fields`` set the rest; they may not contradict the card)."""
+    try:
+        card = read_model_card(model)
+    except ModelFileError as exc:
+        raise TrainingDataError(str(exc)) from None
+    tile = fields.pop("tile_size", None)
+    if tile and int(tile) != card.input_size:
+        raise TrainingDataError(f"{Path(model).name} was trained on {card.input_size} px tiles: a warm start keeps "
+                                f"them; leave out the tile size (got {tile})")
+    return TrainConfig(backbone=card.backbone, classes=list(card.classes), output=Path(output), init_model=Path(model),
+                       bands=list(card.bands), model_scale=card.input_scale, tile_size=card.input_size, **fields)
+
+
+def check_label_classes(sources: Sequence[TrainingSource], card: ModelCard) -> None:
+    """Refuse labels with a class the model does not have: adding a class makes a new model."""
+    from .polygons import unmatched_values
+
+    names = ", ".join(f"{c.value}:{c.name}" for c in card.classes)
+    for source in sources:
+        if source.polygons is not None:
+            unknown = unmatched_values(source.polygons, source.class_field, card.classes, source.layer)
+        else:
+            known = {c.value for c in card.classes}
+            unknown = [v for v in label_values(source.labels) if v not in known]
+        if unknown:
+            shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in unknown[:8])
+            raise RetrainError(
+                f"{Path(source.label_path).name} uses class(es) {shown} that the model does not have (its classes: "
+                f"{names}): label with the model's classes; adding a class needs a new model (cwsam train --classes)")
+
+
+def replay_sources(parent: Parent, primary: Sequence[TrainingSource]) -> List[TrainingSource]:
+    """The parent's own training sources (from its provenance) still on disk and unchanged, the new
+    labels themselves left out; said in the log when there are none."""
+    found: List[TrainingSource] = []
+    seen = set()
+    for entry in parent.training_data():
+        source = _recorded_source(entry, parent.path.parent)
+        if source is None:
+            continue
+        key = (source.image, str(source.label_path))
+        if key in seen or any(same_file(source.label_path, p.label_path) for p in primary):
+            continue
+        seen.add(key)
+        found.append(source)
+    if not found:
+        LOG.warning("replay: none of the training sources of %s is on disk unchanged: training on the new labels "
+                    "only", parent.path.name)
+    else:
+        LOG.info("replay: %d training source(s) of %s (%s)", len(found), parent.path.name,
+                 ", ".join(Path(s.label_path).name for s in found))
+    return found
+
+
+def _recorded_source(entry: dict, folder: Path) -> Optional[TrainingSource]:
+    """A provenance data entry as a source, when its files exist with the recorded SHA-256."""
+    def locate(text: str) -> Optional[Path]:
+        path = Path(text)
+        for candidate in (path, folder / path):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    images = [locate(p) for p in scene_paths(entry.get("image", ""))]
+    labels = locate(entry.get("labels", ""))
+    if labels is None or not images or any(p is None for p in images):
+        LOG.info("replay: %s is no longer on disk", entry.get("labels"))
+        return None
+    recorded = [entry.get("image_sha256", "").split(","), [entry.get("labels_sha256", "")]]
+    if [file_sha256(p) for p in images] != recorded[0] or file_sha256(labels) != recorded[1][0]:
+        LOG.info("replay: %s or its image changed since the parent was trained: left out", labels.name)
+        return None
+    image = ",".join(map(str, images))
+    if entry.get("class_field"):
+        return TrainingSource(image, polygons=labels, class_field=entry["class_field"], layer=entry.get("layer"))
+    return TrainingSource(image, labels=labels)
+
+
+def version_base(path: Path | str) -> tuple:
+    """(folder, name without version and suffix, suffix): ``a/lc.v3.cwsam.pt`` -> (a, "lc", ".cwsam.pt")."""
+    path = Path(path)
+    suffix = MODEL_SUFFIX if path.name.endswith(MODEL_SUFFIX) else path.suffix
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    match = _VERSION.match(stem)
+    return path.parent, (match.group("base") if match else stem), suffix
+
+
+def version_number(path: Path | str) -> int:
+    """1 for an unversioned file, N for ``name.vN.cwsam.pt``."""
+    path = Path(path)
+    suffix = version_base(path)[2]
+    match = _VERSION.match(path.name[: len(path.name) - len(suffix)] if suffix else path.name)
+    return int(match.group("number")) if match else 1
+
+
+def next_version_path(parent: Path | str) -> Path:
+    """The next free version beside ``parent``: one above the highest version of the same name there."""
+    folder, base, suffix = version_base(parent)
+    highest = version_number(parent)
+    pattern = re.compile(re.escape(base) + r"\.v(\d+)" + re.escape(suffix) + "$")
+    for item in folder.iterdir() if folder.is_dir() else []:
+        match = pattern.match(item.name)
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return folder / f"{base}.v{highest + 1}{suffix}"
+
+
+@dataclass
+class RetrainResult:
+    """A published version: its file, its parent's file and SHA-256, and the training run."""
+
+    model_path: Path
+    parent: Path
+    parent_sha256: str
+    training: TrainResult
+    version: int = 2
+
+
+class RetrainCancelled(RetrainError):
+    """The user cancelled: no version was written, the current one stays."""
+
+
+def retrain(
+    model: Path | str,
+    image: Path | str,
+    corrections: Path | str,
+    class_field: str,
+    layer: Optional[str] = None,
+    output: Optional[Path | str] = None,
+    expected_sha256: Optional[str] = None,
+    sam_checkpoint: Optional[Path | str] = None,
+    time_budget: Optional[float] = None,
+    steps: int = RETRAIN_STEPS,
+    batch_size: int = 4,
+    lr: Optional[float] = None,
+    replay: float = 0.0,
+    device: str = "auto",
+    seed: int = 0,
+    progress: Optional[ProgressCallback] = None,
+    should_cancel: Optional[Callable[[], bool]] = None,
+) -> RetrainResult:
+    """Train the next version of ``model`` on the correction polygons of ``corrections`` over ``image``.
+
+    ``time_budget`` (minutes) or else ``steps`` optimizer steps; all corrections train (no validation
+    part: the last weights are kept). The version goes to ``output`` (default: :func:`next_version_path`)
+    only once training finished and ``model`` still has ``expected_sha256`` (default: its hash now); it is
+    written beside, as a temporary file, then linked into place, so an existing file is never replaced
+    and nothing is left behind on error or cancel (``RetrainCancelled``).
+    """
+    model = Path(model)
+    expected = check_unchanged(model, expected_sha256)
+    target = Path(output) if output is not None else next_version_path(model)
+    if target.exists():
+        raise RetrainError(f"{target} exists: versions are never overwritten; choose another output file")
+    if not target.parent.is_dir():
+        raise RetrainError(f"output folder does not exist: {target.parent}")
+    try:
+        check_outputs([("model file", [model]), ("correction layer", [corrections])],
+                      [("new version", model_output_files(target))])
+    except OutputConflictError as exc:
+        raise RetrainError(str(exc)) from None
+    if time_budget is None and int(steps) < 1:
+        raise RetrainError(f"steps must be at least 1, got {steps}")
+    workspace = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial"
+    workspace.mkdir()
+    try:
+        config = warm_start_config(
+            model, workspace / target.name, init_sha256=expected, sam_checkpoint=sam_checkpoint,
+            time_budget=time_budget, epochs=1 if time_budget is None else 10,
+            steps_per_epoch=int(steps) if time_budget is None else max(1, min(int(steps), 20)),
+            batch_size=batch_size, lr=lr, replay=replay, val_fraction=0.0, device=device, seed=seed,
+            warmup_steps=RETRAIN_WARMUP)
+        source = TrainingSource(image, polygons=Path(corrections), class_field=class_field, layer=layer)
+        try:
+            result = train([source], config, progress=progress, should_cancel=should_cancel)
+        except RetrainError:
+            raise
+        except (TrainingDataError, RadiometryError, CheckpointError, ModelFileError) as exc:
+            raise RetrainError(str(exc)) from None
+        if result.cancelled:
+            raise RetrainCancelled(f"retraining cancelled: no version was written, {model.name} stays current")
+        check_unchanged(model, expected)
+        _publish(workspace / target.name, target)
+        log = workspace / (target.name + ".log.csv")
+        if log.is_file():
+            os.replace(log, target.with_name(target.name + ".log.csv"))
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    result.model_path = target
+    return RetrainResult(target, model, expected, result, version_number(target))
+
+
+def _publish(written: Path, target: Path) -> None:
+    """Put the finished file at ``target`` without ever replacing a file there (a hard link fails if
+    one exists; where links are not supported, a rename after a last check)."""
+    try:
+        os.link(written, target)
+    except FileExistsError:
+        raise RetrainError(f"{target} appeared while training: versions are never overwritten; nothing was "
+                           "written, retrain again") from None
+    except OSError:
+        if target.exists():
+            raise RetrainError(f"{target} exists: versions are never overwritten; retrain again") from None
+        os.replace(written, target)
+
+
+@dataclass
+class MapChange:
+    """What a new class map changed against the previous one, over the pixels both classified.
+
+    ``changed``: share of those pixels whose class changed; ``before``/``after``: area per class value
+    in ``area_unit`` (m2, or pixels without a CRS); ``pixels``: pixels compared.
+    """
+
+    changed: float
+    pixels: int
+    before: Dict[int, float] = field(default_factory=dict)
+    after: Dict[int, float] = field(default_factory=dict)
+    area_unit: str = "m2"
+
+
+def compare_maps(before: Path | str, after: Path | str, nodata: int = 255, block: int = 1024) -> MapChange:
+    """Compare two class rasters of the same grid (``after`` may cover part of ``before``: the map view
+    classified again), block by block. ``before`` is read on ``after``'s pixels."""
+    from .inference import _pixel_area
+
+    with rasterio.open(before) as old, rasterio.open(after) as new:
+        if old.crs != new.crs or not np.allclose([old.transform.a, old.transform.e], [new.transform.a, new.transform.e]):
+            raise RetrainError(f"{Path(before).name} and {Path(after).name} are not on the same grid: compare maps of "
+                               "the same raster")
+        offset = from_bounds(*new.bounds, transform=old.transform)
+        row0, col0 = int(round(offset.row_off)), int(round(offset.col_off))
+        changed = compared = 0
+        before_area: Dict[int, float] = {}
+        after_area: Dict[int, float] = {}
+        unit = "pixels"
+        for row in range(0, new.height, block):
+            rows = min(block, new.height - row)
+            area, unit = _pixel_area(new.transform, new.crs, row, rows)
+            for col in range(0, new.width, block):
+                window = Window(col, row, min(block, new.width - col), rows)
+                b = new.read(1, window=window)
+                a = old.read(1, window=Window(col0 + col, row0 + row, window.width, rows), boundless=True,
+                             fill_value=nodata)
+                both = (a != nodata) & (b != nodata)
+                weights = np.broadcast_to(area[:, None], b.shape)[both]
+                compared += int(both.sum())
+                changed += int((a[both] != b[both]).sum())
+                for values, totals in ((a[both], before_area), (b[both], after_area)):
+                    sums = np.bincount(values.astype(np.int64), weights=weights, minlength=256)
+                    for value in np.flatnonzero(sums):
+                        totals[int(value)] = totals.get(int(value), 0.0) + float(sums[value])
+    return MapChange(changed / compared if compared else math.nan, compared, before_area, after_area, unit)
