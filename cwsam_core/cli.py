@@ -156,8 +156,6 @@ def _batch_outputs(scenes: list, folder: Path, with_confidence: bool) -> list:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .card import CheckpointError, ModelFileError
     from .inference import ClassificationCancelled, ClassificationError, classify_file
     from .radiometry import RadiometryError
@@ -206,20 +204,13 @@ def _classify(args: argparse.Namespace) -> int:
             skipped.append(scene)
             print(f"[{index}/{len(mine)}] {scene}: {output.name} exists, skipped (--overwrite replaces it)")
             continue
-        bar = tqdm(total=100, unit="%", desc=Path(str(scene).split(",")[0]).name if batch else "classify",
-                   disable=args.quiet, bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}]")
-
-        def progress(fraction: float, message: str) -> None:
-            bar.n = round(fraction * 100, 1)
-            bar.set_postfix_str(message, refresh=False)
-            bar.refresh()
-
+        bar = _Bar(Path(str(scene).split(",")[0]).name if batch else "classify", args.quiet)
         try:
             result = classify_file(
                 scene, output, args.model, sam_checkpoint=args.sam_checkpoint, tile_size=args.tile_size,
                 device=device, confidence_path=confidence, overlap=args.overlap, batch_size=args.batch_size,
                 input_scale=args.input_scale, band_indexes=_parse_bands(args.bands), threads=args.threads,
-                test_time_flips=args.flips, cog=args.cog, progress=progress, compile_model=args.compile,
+                test_time_flips=args.flips, cog=args.cog, progress=bar, compile_model=args.compile,
                 run_info={"rank": rank, "world_size": world} if world > 1 else None,
             )
         except (ClassificationError, ModelFileError, CheckpointError, RadiometryError, ClassificationCancelled) as exc:
@@ -624,31 +615,40 @@ def _register_import_authors(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_import_authors)
 
 
-def _vectorize(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+class _Bar:
+    """A progress bar made at the first progress report: input refused before any work shows no bar."""
 
+    def __init__(self, description: str, quiet: bool) -> None:
+        self.description, self.quiet, self.bar = description, quiet, None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, unit="%", desc=self.description, disable=self.quiet,
+                            bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}]")
+        self.bar.n = round(fraction * 100, 1)
+        self.bar.set_postfix_str(message, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _vectorize(args: argparse.Namespace) -> int:
     from .vectorize import VectorizeCancelled, VectorizeError, vectorize_file
 
-    bars: list = []  # made at the first progress report: input refused before any work shows no bar
-
-    def progress(fraction: float, message: str) -> None:
-        if not bars:
-            bars.append(tqdm(total=100, unit="%", desc="vectorize", disable=args.quiet,
-                             bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}]"))
-        bars[0].n = round(fraction * 100, 1)
-        bars[0].set_postfix_str(message, refresh=False)
-        bars[0].refresh()
-
+    bar = _Bar("vectorize", args.quiet)
     try:
         result = vectorize_file(args.input, args.output, confidence=args.confidence, min_area=args.min_area,
-                                simplify=args.simplify, classes=args.classes, progress=progress)
+                                simplify=args.simplify, classes=args.classes, progress=bar)
     except (VectorizeError, VectorizeCancelled) as exc:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:
         raise CliError("interrupted; nothing was written") from None
     finally:
-        for bar in bars:
-            bar.close()
+        bar.close()
     for message in result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     print(f"{result.polygons:,} polygons written to {result.output} (layer {result.layer}) in {result.seconds:.1f} s")

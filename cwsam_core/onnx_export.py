@@ -55,12 +55,12 @@ class ExportResult:
 def check_export_paths(model_path: Path | str, output: Path | str, sam_checkpoint: Optional[Path | str]) -> None:
     """Refuse, before any work, an output that is not an .onnx file name, is an input, or has no folder."""
     output = Path(output)
-    if not is_onnx(output):
-        raise ExportError(f"the export is an ONNX file: give an output name ending in .onnx, not {output.name}")
     try:
         check_outputs([("model file", [model_path]), ("SAM checkpoint", [sam_checkpoint])], [("output", [output])])
     except OutputConflictError as exc:
         raise ExportError(str(exc)) from None
+    if not is_onnx(output):
+        raise ExportError(f"the export is an ONNX file: give an output name ending in .onnx, not {output.name}")
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
         raise ExportError(f"output folder does not exist: {folder}")
