@@ -5,8 +5,9 @@ in winter (wet soil, wind-roughened water, harvested fields: ``cwsam_core.simula
 which it gets partly wrong. Each round then draws a few correction polygons, as an analyst would,
 over the largest wrongly classified regions (found from the reference labels; each polygon a patch of
 at most ``PATCH`` px across inside one region, labelled with its true class), retrains the current
-version on all corrections so far for a fixed number of steps (``cwsam_core.retrain.retrain``, the
-engine of the dock's *Retrain from corrections*) and classifies the scene again.
+version on all corrections so far for a fixed number of steps, a fifth of the windows replayed from
+the parent's summer scene (``cwsam_core.retrain.retrain``, the engine of the dock's *Retrain from
+corrections*, with its default replay share) and classifies the scene again.
 
 Printed per round: mIoU and overall accuracy on the pixels no correction polygon covers (the
 polygons of all rounds, so every round is scored on the same pixels), accuracy on the corrected
@@ -47,9 +48,10 @@ from cwsam_core.training import TrainConfig, TrainingSource, train  # noqa: E402
 SIZE = 192  # px, both scenes
 TILE = 64
 PATCH = 28  # px: the largest side of one correction polygon
-POLYGONS_PER_ROUND = 4
+POLYGONS_PER_ROUND = 6
 PARENT_STEPS = 160
-RETRAIN_STEPS = 40
+RETRAIN_STEPS = 150
+REPLAY = 0.2  # share of windows from the parent's summer scene, as the dock's default
 CLASSES = [ClassInfo(c.value, c.name, c.color) for c in SIMULATED_CLASSES]
 
 
@@ -65,6 +67,7 @@ class Round:
     accuracy_uncovered: float = float("nan")
     accuracy_corrected: float = float("nan")  # on the pixels of this round's corrections so far
     changed: float = 0.0  # share of pixels whose class changed against the previous round's map
+    iou_uncovered: List[float] = field(default_factory=list)  # per class, in SIMULATED_CLASSES order
     seconds: float = 0.0
 
 
@@ -118,7 +121,7 @@ def write_corrections(path: Path, polygons: list, crs: str) -> None:
 
 
 def review_loop(folder: Path, rounds: int = 3, seed: int = 0, parent_steps: int = PARENT_STEPS,
-                retrain_steps: int = RETRAIN_STEPS, per_round: int = POLYGONS_PER_ROUND, lr=None, replay: float = 0.0,
+                retrain_steps: int = RETRAIN_STEPS, per_round: int = POLYGONS_PER_ROUND, replay: float = REPLAY,
                 log=print) -> LoopResult:
     """Train the parent on summer, correct it on winter for ``rounds`` rounds; see the module docstring."""
     started = time.perf_counter()
@@ -146,7 +149,7 @@ def review_loop(folder: Path, rounds: int = 3, seed: int = 0, parent_steps: int 
             new = wrong_patches(prediction, reference, covered, winter.transform, per_round)
             drawn += new
             write_corrections(corrections, drawn, winter.crs)
-            version = retrain(models[-1], image, corrections, "class", steps=retrain_steps, lr=lr, replay=replay, device="cpu",
+            version = retrain(models[-1], image, corrections, "class", steps=retrain_steps, replay=replay, device="cpu",
                               seed=seed)
             models.append(version.model_path)
         output = folder / f"winter_classes_round{number}.tif"
@@ -164,7 +167,7 @@ def review_loop(folder: Path, rounds: int = 3, seed: int = 0, parent_steps: int 
         mine = _covered(drawn[: record.polygons], winter.transform)
         if mine.any():
             record.accuracy_corrected = _metrics(prediction, reference, mine).overall_accuracy
-        log(f"  IoU {np.round(outside.iou, 2).tolist()} classes drawn {[v for _, v in drawn[: record.polygons]]}")
+        record.iou_uncovered = [round(float(v), 3) for v in outside.iou]
         log(f"round {record.round}: {record.model}, {record.polygons} polygons ({record.corrected_pixels} px): "
             f"mIoU uncovered {record.miou_uncovered:.3f}, OA uncovered {record.accuracy_uncovered:.3f}, "
             f"OA corrected {record.accuracy_corrected:.3f}, changed {record.changed:.1%}, {record.seconds:.1f} s")

@@ -156,7 +156,7 @@ def replay_sources(parent: Parent, primary: Sequence[TrainingSource]) -> List[Tr
         seen.add(key)
         found.append(source)
     if not found:
-        LOG.warning("replay: none of the training sources of %s is on disk unchanged: training on the new labels "
+        LOG.warning("replay: %s records no training data still on disk unchanged: training on the new labels "
                     "only", parent.path.name)
     else:
         LOG.info("replay: %d training source(s) of %s (%s)", len(found), parent.path.name,

@@ -1,4 +1,4 @@
-"""The CWSAM dock: Classify, Fine-tune and Setup tabs."""
+"""The CWSAM dock: Classify, Review, Fine-tune and Setup tabs."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from qgis.PyQt.QtWidgets import QDockWidget, QTabWidget, QWidget
 
 from . import dependencies
 from .widgets.classify_panel import ClassifyPanel
+from .widgets.review_panel import ReviewPanel
 from .widgets.setup_panel import SetupPanel
 from .widgets.train_panel import TrainPanel
 
 
 class CwsamDock(QDockWidget):
-    """Holds the panels; a model trained in Fine-tune is offered to Classify."""
+    """Holds the panels; a model trained in Fine-tune is offered to Classify, a map classified there to Review."""
 
     def __init__(self, iface, report: Optional[dependencies.DependencyReport] = None,
                  parent: Optional[QWidget] = None) -> None:
@@ -21,15 +22,18 @@ class CwsamDock(QDockWidget):
         self.setObjectName("CwsamDock")
         self.tabs = QTabWidget(self)
         self.classify_panel = ClassifyPanel(iface, self.tabs)
+        self.review_panel = ReviewPanel(iface, self.tabs)
         self.train_panel = TrainPanel(iface, self.tabs)
         self.setup_panel = SetupPanel(report, self.tabs)
         self.tabs.addTab(self.classify_panel, "Classify")
+        self.tabs.addTab(self.review_panel, "Review")
         self.tabs.addTab(self.train_panel, "Fine-tune")
         self.tabs.addTab(self.setup_panel, "Setup")
         if report is not None and not report.ok:
             self.tabs.setCurrentWidget(self.setup_panel)
         self.setWidget(self.tabs)
         self.train_panel.model_trained.connect(self.classify_with)
+        self.classify_panel.classified.connect(self.review_panel.offer_map)
 
     def offer_model(self, model_path: str, layer_id: str) -> None:
         """Prefill the Classify tab with a model and a layer, and show it."""
@@ -48,6 +52,7 @@ class CwsamDock(QDockWidget):
     def shutdown(self) -> None:
         """Stop running tasks before the plugin unloads."""
         self.classify_panel.shutdown()
+        self.review_panel.shutdown()
         stop = getattr(self.train_panel, "shutdown", None)
         if stop is not None:
             stop()

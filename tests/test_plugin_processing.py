@@ -31,11 +31,11 @@ def read(path) -> np.ndarray:
         return src.read(1)
 
 
-def test_the_three_algorithms_are_registered(processing):
+def test_the_four_algorithms_are_registered(processing):
     registry = QgsApplication.processingRegistry()
     names = {a.id(): a.displayName() for a in registry.providerById("cwsam").algorithms()}
     assert names == {"cwsam:classify": "Classify SAR raster", "cwsam:train": "Fine-tune CWSAM from polygons",
-                     "cwsam:evaluate": "Evaluate CWSAM model"}
+                     "cwsam:evaluate": "Evaluate CWSAM model", "cwsam:retrain": "Retrain CWSAM from corrections"}
 
 
 def test_classify_algorithm_gives_the_dock_output(processing, qtbot, tmp_path, model_file):

@@ -1,4 +1,4 @@
-"""The "cwsam" Processing provider: classify, fine-tune and evaluate, for the Toolbox, the Model
+"""The "cwsam" Processing provider: classify, fine-tune, evaluate and retrain from corrections, for the Toolbox, the Model
 Designer, batch mode and ``qgis_process``."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from qgis.PyQt.QtGui import QIcon
 from .. import messages
 from .classify_algorithm import ClassifyAlgorithm
 from .evaluate_algorithm import EvaluateAlgorithm
+from .retrain_algorithm import RetrainAlgorithm
 from .train_algorithm import TrainAlgorithm
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
@@ -34,7 +35,7 @@ class CwsamProvider(QgsProcessingProvider):
         return ["tif"]  # the engine writes GeoTIFF only
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in (ClassifyAlgorithm, TrainAlgorithm, EvaluateAlgorithm):
+        for algorithm in (ClassifyAlgorithm, TrainAlgorithm, EvaluateAlgorithm, RetrainAlgorithm):
             # addAlgorithm runs initAlgorithm from C++, where a Python exception aborts or reaches the user:
             # try it on a throw-away instance first, so one broken algorithm leaves the others and QGIS be.
             try:
