@@ -472,9 +472,13 @@ def classify_file(
         identity = {"file": str(Path(model_path).resolve()), "sha256": file_sha256(model_path), "format": "onnx",
                     "exported_from": runner.export_info}
         return classify_raster(input_path, output_path, runner, runner.card, model_identity=identity, **options)
-    from .model_file import load_model_file
-    from .torch_runner import select_device
-
+    try:
+        from .model_file import load_model_file
+        from .torch_runner import select_device
+    except ImportError as exc:
+        raise ClassificationError(
+            f"{Path(model_path).name} is a PyTorch model file: it needs the full install with PyTorch ({exc}); "
+            "with the light install, classify its ONNX export (.onnx, made by `cwsam export`)") from None
     torch_device = select_device(device)
     model, card = load_model_file(model_path, sam_checkpoint, device=torch_device, input_size=tile_size)
     identity = {"file": str(Path(model_path).resolve()), "sha256": file_sha256(model_path),

@@ -206,8 +206,8 @@ class OnnxRunner(TileRunner):
         if tile_size is not None and tile_size != self.tile_size:
             raise ClassificationError(
                 f"{self.path.name} was exported for {self.tile_size} px tiles and runs at that size only: leave the "
-                f"tile size empty or set {self.tile_size}, or export the model again with `cwsam export "
-                f"--tile-size {tile_size}`")
+                f"tile size empty or set {self.tile_size} (for {tile_size} px tiles, export the model file again "
+                f"at that size)")
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: a missing CUDA library is reported by the provider list

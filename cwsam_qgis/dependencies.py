@@ -1,7 +1,9 @@
 """Where the plugin finds torch & co, whether they import, and the exact commands that fix it.
 
-QGIS runs its own Python (on Debian the system one), which has no torch. The heavy dependencies
-live in a separate virtual environment (by default the project's ``.venv`` made by ``make setup``)
+QGIS runs its own Python (on Debian the system one), which has no torch. Two installs are offered: the
+light one (requirements-classify.txt, ``make setup-light``: ONNX Runtime, classification with ``.onnx``
+exports only, about 60 MB) and the full one (requirements.txt, ``make setup``: PyTorch too, for training,
+export and ``.cwsam.pt`` models, about 6 GB). The dependencies live in a separate virtual environment (by default the project's ``.venv`` made by ``make setup``)
 whose site-packages folder is added to the import path with ``site.addsitedir``, so the
 environment's ``.pth`` files (the editable install of ``cwsam_core``) apply too. Nothing here
 imports torch at module import time, and nothing raises: problems are returned as text.
@@ -29,11 +31,24 @@ REQUIRED: Dict[str, Optional[str]] = {
     "torch": "torch",
     "torchvision": "torchvision",
     "segment_anything": "segment-anything",
+    "onnxruntime": "onnxruntime",
     "rasterio": "rasterio",
     "pyogrio": "pyogrio",
     "shapely": "shapely",
     "cwsam_core": None,
 }
+# What only the full install has: training, export and .cwsam.pt models need them.
+FULL_ONLY = ("torch", "torchvision", "segment_anything")
+# The light install: classification with ONNX exports.
+LIGHT = tuple(name for name in REQUIRED if name not in FULL_ONLY)
+LIGHT_SIZE, FULL_SIZE = "about 60 MB", "about 6 GB"
+
+
+def modules_for_model(model_path: str | Path) -> List[str]:
+    """The modules classifying with this model needs: ONNX Runtime for .onnx exports, PyTorch otherwise."""
+    if str(model_path).lower().endswith(".onnx"):
+        return list(LIGHT)
+    return [name for name in REQUIRED if name != "onnxruntime"]
 
 
 def python_tag() -> str:
@@ -102,16 +117,26 @@ class DependencyReport:
     environment: Optional[Path]
     missing: Dict[str, str] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    # A complete light install: the full install's modules that do not import (they are not an error).
+    light_only: Dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
+        """Nothing to fix: the full install, or a complete light one."""
         return not self.missing
+
+    @property
+    def light(self) -> bool:
+        return self.ok and bool(self.light_only)
 
     def summary(self) -> str:
         """One line for the message bar."""
+        where = f" (environment {self.environment})" if self.environment else ""
+        if self.light:
+            return (f"CWSAM light install{where}: classification with ONNX models (.onnx); training, export and "
+                    ".cwsam.pt models need the full install with PyTorch (see the Setup tab)")
         if self.ok:
-            return "CWSAM: all Python dependencies found" + (f" (environment {self.environment})"
-                                                            if self.environment else "")
+            return "CWSAM: all Python dependencies found" + where
         return (f"CWSAM cannot import {', '.join(self.missing)}: classification and training are unavailable. "
                 "See the CWSAM dock's Setup tab or the log for the commands that fix it.")
 
@@ -120,11 +145,22 @@ class DependencyReport:
         lines = [f"QGIS Python: {sys.version.split()[0]} ({interpreter()})",
                  f"Python environment: {self.environment or '(none found)'}"]
         lines += self.notes
+        if self.light:
+            lines.append("Light install: classification with ONNX models (.onnx) works. Not installed: "
+                         + ", ".join(self.light_only) + ".")
+            lines.append(f"Training, export and .cwsam.pt models need the full install (PyTorch, {FULL_SIZE}):")
+            lines += ["  " + c for c in fix_commands(self.environment)]
+            return "\n".join(lines)
         if self.ok:
             return "\n".join(lines)
         lines.append("Missing modules:")
         lines += [f"  {name}: {error}" for name, error in self.missing.items()]
-        lines.append("Fix it with:")
+        if any(name in self.missing for name in FULL_ONLY):
+            lines.append(f"Fix it with the light install (classification with ONNX models, .onnx; {LIGHT_SIZE}):")
+            lines += ["  " + c for c in fix_commands(self.environment, light=True)]
+            lines.append(f"or the full install (also training, export and .cwsam.pt models; PyTorch, {FULL_SIZE}):")
+        else:
+            lines.append("Fix it with:")
         lines += ["  " + c for c in fix_commands(self.environment)]
         return "\n".join(lines)
 
@@ -182,18 +218,22 @@ def check(modules: Optional[List[str]] = None) -> DependencyReport:
     """Activate the configured environment and import each required module."""
     environment = configured_environment()
     notes = activate(environment)
-    return DependencyReport(environment, missing_modules(modules), notes)
+    missing = missing_modules(modules)
+    if modules is None and missing and all(name in FULL_ONLY for name in missing):
+        return DependencyReport(environment, {}, notes, light_only=missing)
+    return DependencyReport(environment, missing, notes)
 
 
-def fix_commands(environment: Optional[Path] = None) -> List[str]:
-    """Shell commands that create or complete the environment, for this QGIS's Python version."""
+def fix_commands(environment: Optional[Path] = None, light: bool = False) -> List[str]:
+    """Shell commands that create or complete the environment, for this QGIS's Python version: the full
+    install, or with ``light`` the light one (classification with ONNX models)."""
     python = str(interpreter()) if os.name != "nt" else "python"
     if CHECKOUT is not None and (CHECKOUT / "Makefile").is_file():
-        commands = [f"cd {CHECKOUT} && make setup"]
+        commands = [f"cd {CHECKOUT} && make {'setup-light' if light else 'setup'}"]
         target = CHECKOUT / ".venv"
     else:
         target = environment or USER_ENV
-        requirements = PLUGIN_DIR / "requirements.txt"
+        requirements = PLUGIN_DIR / ("requirements-classify.txt" if light else "requirements.txt")
         pip = target / ("Scripts" if os.name == "nt" else "bin") / "python"
         commands = [f"{python} -m venv --system-site-packages {target}",
                     f"{pip} -m pip install -r {requirements}"]

@@ -140,7 +140,8 @@ def test_classification_runs_without_torch(demo_exports, torch_map, tmp_path):
     assert "CWSAM ONNX export" in info.stdout and "int8" in info.stdout and "water" in info.stdout
     # A .cwsam.pt model needs torch: one line that says so, exit 2.
     refused = run_without_torch("classify", DEMO_SCENE, "--model", DEMO_MODEL, "--output", tmp_path / "pt.tif")
-    assert refused.returncode != 0 and not (tmp_path / "pt.tif").exists()
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "needs the full install with PyTorch" in refused.stderr and not (tmp_path / "pt.tif").exists()
 
 
 def test_bad_onnx_files_one_line_each(demo_exports, tmp_path):
@@ -172,7 +173,7 @@ def test_bad_onnx_files_one_line_each(demo_exports, tmp_path):
     wrong_tile = run_without_torch("classify", scene, "--model", demo_exports["float32"].path, "--output",
                                    tmp_path / "out.tif", "--tile-size", "128")
     assert wrong_tile.returncode == 2 and wrong_tile.stderr.count("\n") == 1
-    assert "exported for 256 px tiles" in wrong_tile.stderr and "--tile-size 128" in wrong_tile.stderr
+    assert "exported for 256 px tiles" in wrong_tile.stderr and "for 128 px tiles, export" in wrong_tile.stderr
     assert not (tmp_path / "out.tif").exists()
     with pytest.raises(ClassificationError, match="exported for 256 px tiles"):
         OnnxRunner(demo_exports["float32"].path, tile_size=512)

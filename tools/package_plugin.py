@@ -4,8 +4,10 @@ Layout (one top folder, as the QGIS plugin manager expects)::
 
     cwsam_qgis/                 the plugin (metadata.txt, resources/icon.svg, Python files)
     cwsam_qgis/libs/cwsam_core  the engine, put on sys.path by the plugin at load
-    cwsam_qgis/requirements.txt what the Python environment needs (torch & co, not bundled: too big
-                                and platform-specific), used by the commands the Setup tab shows
+    cwsam_qgis/requirements.txt what the Python environment needs for the full install (torch & co, not
+                                bundled: too big and platform-specific), used by the commands the Setup tab shows
+    cwsam_qgis/requirements-classify.txt  the light install: classification with ONNX models (onnxruntime,
+                                no torch; about 60 MB), offered first by the Setup tab when torch is missing
     cwsam_qgis/LICENSE, README.md
 
 Usage: python tools/package_plugin.py [--output dist/cwsam_qgis-0.1.0.zip]
@@ -76,6 +78,7 @@ def build(output: Path) -> Path:
         for path, name in _tree(REPO / "cwsam_core", f"{TOP}/libs/cwsam_core"):
             archive.write(path, name)
         archive.writestr(f"{TOP}/requirements.txt", runtime_requirements())
+        archive.write(REPO / "requirements-classify.txt", f"{TOP}/requirements-classify.txt")
         for extra in ("LICENSE", "README.md"):
             if (REPO / extra).is_file():
                 archive.write(REPO / extra, f"{TOP}/{extra}")

@@ -19,7 +19,8 @@ from ..tasks.classify_task import ClassifyRequest, area_summary, for_the_plugin,
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 INPUT_SCALES = ["auto", "db", "linear", "amplitude"]
-MODEL_FILTER = "CWSAM model file (*.pt *.pth);;All files (*.*)"
+MODEL_FILTER = ("CWSAM model (*.pt *.pth *.onnx);;CWSAM model file (*.pt *.pth);;ONNX export (*.onnx);;"
+                "All files (*.*)")
 
 # Post-processors must outlive processAlgorithm (QGIS holds a plain pointer): keep the latest ones.
 _STYLERS: list = []
@@ -90,7 +91,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             "and a .run.json record beside it. Polygons (optional, a GeoPackage): one polygon per connected region "
             "with its class, name, area (m²) and mean confidence, styled with the model's colours, after an optional "
             "minimum area and simplification (advanced). Extent: only the pixels it touches are classified. Tile "
-            "size 0 uses the model's. Models fine-tuned from SAM need the SAM checkpoint they were trained with."
+            "size 0 uses the model's. Models fine-tuned from SAM need the SAM checkpoint they were trained with. "
+            "An ONNX export of a model (.onnx, made by cwsam export) holds every weight and runs with ONNX Runtime, "
+            "without PyTorch, at the tile size it was exported for."
         )
 
     def createInstance(self):  # noqa: N802
@@ -98,7 +101,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
-        self.addParameter(QgsProcessingParameterFile(self.MODEL, "CWSAM model file", fileFilter=MODEL_FILTER))
+        self.addParameter(QgsProcessingParameterFile(self.MODEL, "CWSAM model file (.cwsam.pt) or ONNX export (.onnx)",
+                                                fileFilter=MODEL_FILTER))
         self.addParameter(QgsProcessingParameterFile(
             self.SAM_CHECKPOINT, "SAM checkpoint (models fine-tuned from SAM)", optional=True,
             fileFilter="SAM checkpoint (*.pth *.pt);;All files (*.*)"))
@@ -178,9 +182,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 feedback.reportError(outcome.details)
             raise QgsProcessingException(for_the_plugin(outcome.error or "classification failed"))
         result = outcome.result
-        from cwsam_core.model_file import read_model_card
+        from cwsam_core.card import read_card
 
-        classes = read_model_card(model).classes
+        classes = read_card(model).classes
         for note in result.warnings:
             feedback.pushWarning(note)
         rows = area_summary(result, classes)

@@ -73,10 +73,10 @@ def for_the_plugin(message: str) -> str:
 
 
 def expected_errors() -> tuple:
-    """Engine exceptions whose message is meant for the user (imported late: they need torch)."""
-    from cwsam_core.checkpoint import CheckpointError
+    """Engine exceptions whose message is meant for the user (imported late: they need the engine's
+    dependencies, though not torch)."""
+    from cwsam_core.card import CheckpointError, ModelFileError
     from cwsam_core.inference import ClassificationError
-    from cwsam_core.model_file import ModelFileError
     from cwsam_core.radiometry import RadiometryError
 
     return (ClassificationError, ModelFileError, CheckpointError, RadiometryError, LayerError)
@@ -97,7 +97,7 @@ def run_classification(
     except Exception as exc:  # noqa: BLE001 - missing dependencies
         return ClassifyOutcome(error=f"CWSAM's Python dependencies cannot be imported ({exc}): see the Setup tab")
     if not request.model.is_file():
-        return ClassifyOutcome(error=f"model file not found: {request.model}; choose a CWSAM model file (.cwsam.pt)")
+        return ClassifyOutcome(error=f"model file not found: {request.model}; choose a CWSAM model file (.cwsam.pt) or ONNX export (.onnx)")
     problem = check_polygons_path(request)
     if problem:
         request.source.cleanup()

@@ -31,6 +31,7 @@ from ..tasks.classify_task import (
 from .scrolling import scrolling_content
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+MODEL_FILTER = "CWSAM model (*.pt *.pth *.onnx);;CWSAM model file (*.pt *.pth);;ONNX export (*.onnx);;All files (*)"
 INPUT_SCALES = (("auto (from the values)", "auto"), ("dB", "db"), ("linear power", "linear"),
                 ("amplitude", "amplitude"))
 EXTENT_LAYER, EXTENT_VIEW = 0, 1
@@ -45,7 +46,10 @@ def scale_word(scale: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _self_contained(model_path: str) -> bool:
-    """Whether the model file needs no SAM checkpoint (False when its card cannot be read: the engine says why)."""
+    """Whether the model file needs no SAM checkpoint (False when its card cannot be read: the engine says why).
+    An ONNX export holds every weight."""
+    if model_path.lower().endswith(".onnx"):
+        return True
     try:
         stat = os.stat(model_path)
         return _model_card(model_path, stat.st_mtime, stat.st_size).self_contained
@@ -54,10 +58,11 @@ def _self_contained(model_path: str) -> bool:
 
 
 def _model_card(path: str, modified: float, size: int):
-    """The card of a model file, read once per version of the file (a model file holds all its tensors)."""
-    from cwsam_core.model_file import read_model_card
+    """The card of a model file or ONNX export, read once per version of the file (a model file holds all its
+    tensors; an export's card is read without its weights or torch)."""
+    from cwsam_core.card import read_card
 
-    return read_model_card(path)
+    return read_card(path)
 
 
 def describe_fit(model_path: str, layer: Optional[QgsRasterLayer],
@@ -75,10 +80,13 @@ def describe_fit(model_path: str, layer: Optional[QgsRasterLayer],
         try:
             stat = os.stat(model_path)
             card = _model_card(model_path, stat.st_mtime, stat.st_size)
+            onnx = model_path.lower().endswith(".onnx")
             lines.append(
                 f"<b>Model expects</b>: bands {', '.join(card.bands)} in {scale_word(card.input_scale)}; "
-                f"{card.backbone}, tiles {card.tile_size} px; {len(card.classes)} classes"
-                + ("" if card.self_contained else f"; needs SAM checkpoint {html.escape(card.sam_checkpoint['name'])}")
+                f"{card.backbone}, tiles {card.tile_size} px" + (" (fixed: an ONNX export)" if onnx else "")
+                + f"; {len(card.classes)} classes"
+                + ("; runs with ONNX Runtime" if onnx else "" if card.self_contained
+                   else f"; needs SAM checkpoint {html.escape(card.sam_checkpoint['name'])}")
             )
         except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not raised
             problems.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -151,8 +159,10 @@ class ClassifyPanel(QWidget):
         self.layer_combo.setToolTip("The SAR raster to classify (e.g. Sentinel-1 VV, VH in dB). CWSAM's own "
                                     "class maps and confidence layers are not offered.")
         self.model_widget = QgsFileWidget(self)
-        self.model_widget.setFilter("CWSAM model file (*.pt *.pth);;All files (*)")
-        self.model_widget.setToolTip("A CWSAM model file (*.cwsam.pt), e.g. one made in the Fine-tune tab")
+        self.model_widget.setFilter(MODEL_FILTER)
+        self.model_widget.setToolTip("A CWSAM model file (*.cwsam.pt, runs with PyTorch), e.g. one made in the "
+                                     "Fine-tune tab, or its ONNX export (*.onnx, `cwsam export`: runs with ONNX "
+                                     "Runtime, no PyTorch needed)")
         self.sam_widget = QgsFileWidget(self)
         self.sam_widget.setFilter("SAM checkpoint (*.pth *.pt);;All files (*)")
         self.sam_widget.setToolTip("Only for models fine-tuned from SAM: the SAM checkpoint they were trained with")
@@ -376,9 +386,13 @@ class ClassifyPanel(QWidget):
             return None
         from .. import dependencies
 
-        missing = dependencies.missing_modules()
+        model = self.model_widget.filePath().strip()
+        missing = dependencies.missing_modules(dependencies.modules_for_model(model))
         if missing:
-            self._fail(f"CWSAM cannot import {', '.join(missing)}: see the Setup tab for the commands that fix it")
+            full = model and not model.lower().endswith(".onnx") and set(missing) <= set(dependencies.FULL_ONLY)
+            self._fail(f"CWSAM cannot import {', '.join(missing)}: "
+                       + ("a .cwsam.pt model needs the full install with PyTorch (or use its ONNX export, .onnx); "
+                          if full else "") + "see the Setup tab for the commands that fix it")
             return None
         try:
             request = self.build_request()

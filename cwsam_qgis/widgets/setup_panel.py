@@ -1,4 +1,5 @@
-"""The dock's "Setup" tab: where torch & co are looked for, what is missing and how to fix it."""
+"""The dock's "Setup" tab: where torch & co are looked for, what is missing and how to fix it (the light install,
+classification with ONNX models, offered first when torch is missing)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ class SetupPanel(QWidget):
         self.env_widget.setFilePath(settings.value(settings.PYTHON_ENV))
         self.env_widget.lineEdit().setPlaceholderText(
             str(dependencies.configured_environment() or "[default: the project's .venv]"))
-        self.env_widget.setToolTip("A virtual environment with torch, segment-anything, rasterio, pyogrio and shapely, "
-                                   f"built for Python {dependencies.python_tag()} (the one QGIS runs)")
+        self.env_widget.setToolTip("A virtual environment with onnxruntime, rasterio, pyogrio and shapely (the light "
+                                   "install: classification with ONNX models) and torch and segment-anything (the "
+                                   "full install: also training and .cwsam.pt models), built for Python "
+                                   f"{dependencies.python_tag()} (the one QGIS runs)")
         self.check_button = QPushButton("Check again", self)
         self.status_label = QLabel(self)
         self.status_label.setWordWrap(True)
@@ -68,7 +71,8 @@ class SetupPanel(QWidget):
         return report
 
     def show_report(self, report: dependencies.DependencyReport) -> None:
-        colour = "#1e8449" if report.ok else "#c0392b"
+        colour = "#b36b00" if report.light else "#1e8449" if report.ok else "#c0392b"
         self.status_label.setText(f"<span style='color:{colour}'>{report.summary()}</span>")
         self.details.setPlainText(report.details())
-        self.device_label.setText(device_line(settings.value(settings.DEVICE)) if report.ok else "")
+        self.device_label.setText(device_line(settings.value(settings.DEVICE)) if report.ok and not report.light
+                                  else "")

@@ -85,8 +85,22 @@ def _backbones() -> dict:
     return dict(BACKBONES)
 
 
+def training_unavailable() -> Optional[str]:
+    """Why training cannot run in this environment (a light install has no PyTorch) and how to get the full
+    install; None when it can."""
+    from .. import dependencies
+
+    missing = dependencies.missing_modules(list(dependencies.FULL_ONLY))
+    if not missing:
+        return None
+    commands = "; ".join(dependencies.fix_commands(dependencies.configured_environment()))
+    return (f"Training needs the full install with PyTorch ({dependencies.FULL_SIZE}); this environment cannot "
+            f"import {', '.join(missing)}. Install it with: {commands}. Meanwhile ONNX models (.onnx) classify in "
+            "the Classify tab without it.")
+
+
 def _palette(count: int) -> List[str]:
-    from cwsam_core.model_file import default_color
+    from cwsam_core.card import default_color
 
     return [default_color(i) for i in range(max(count, 1))]
 
@@ -159,6 +173,12 @@ class TrainPanel(QWidget):
 
     def _build(self) -> None:
         content, layout = scrolling_content(self)
+        self.install_label = QLabel(training_unavailable() or "", content)
+        self.install_label.setWordWrap(True)
+        self.install_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.install_label.setStyleSheet("color: #b36b00")
+        self.install_label.setVisible(bool(self.install_label.text()))
+        layout.addWidget(self.install_label)
 
         data = QGroupBox("Training data", content)
         form = QFormLayout(data)
@@ -470,7 +490,7 @@ class TrainPanel(QWidget):
 
     def classes(self) -> list:
         """The ticked classes as ``ClassInfo``, in table order (the model's class order)."""
-        from cwsam_core.model_file import ClassInfo
+        from cwsam_core.card import ClassInfo
 
         chosen = []
         for row in range(self.class_table.rowCount()):
@@ -517,6 +537,10 @@ class TrainPanel(QWidget):
         """Check the settings, export polygons if needed and start the task; False (with a message) if not."""
         if self.task is not None:
             self._show("A fine-tuning run is already in progress: wait for it or cancel it.", Qgis.Warning)
+            return False
+        unavailable = training_unavailable()
+        if unavailable:
+            self._show(unavailable, Qgis.Warning)
             return False
         self._set_notes([])
         try:
