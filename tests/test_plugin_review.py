@@ -179,3 +179,21 @@ def test_retrain_algorithm_writes_the_next_version(qgis_app, tmp_path):
                 "lc.cwsam.pt", "lc.v2.cwsam.pt", "lc.v3.cwsam.pt"]
     finally:
         QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_cancel_keeps_the_current_version(dock, qtbot, tmp_path):
+    dock, model = dock
+    first_map = classify(dock, qtbot)
+    panel = dock.review_panel
+    corrections = panel.start_review()
+    draw(corrections, 10, 10, 40, 40)
+    panel.steps_spin.setValue(100_000)
+    task = panel.retrain()
+    qtbot.waitUntil(lambda: task.progress() > 0, timeout=TIMEOUT_MS)  # training has started
+    panel.cancel()
+    qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
+    assert panel.last_outcome.cancelled and panel.last_outcome.retrained is None
+    assert "no version was written" in panel.status_label.text()
+    assert panel.map_layer().id() == first_map.id() and panel.reviewed.model == model
+    assert sorted(p.name for p in tmp_path.glob("nano*")) == ["nano.cwsam.pt"]
+    assert not list(tmp_path.glob("sar_classes_v*"))

@@ -29,7 +29,7 @@ from qgis.PyQt.QtWidgets import (
     QSpinBox, QTextBrowser, QWidget,
 )
 
-from .. import messages
+from .. import messages, settings
 from ..layers import (
     OUTPUT_PROPERTY, LayerError, add_classification, cwsam_group, free_path, layer_file, polygon_renderer,
 )
@@ -47,10 +47,10 @@ EXTENT_LAYER, EXTENT_VIEW = 0, 1
 _DETACHED: set = set()  # tasks still running after their panel was shut down
 
 
-def _model_classes(model: Path) -> list:
+def _model_card(model: Path):
     from cwsam_core.model_file import read_model_card
 
-    return read_model_card(model).classes
+    return read_model_card(model)
 
 
 class ReviewPanel(QWidget):
@@ -199,7 +199,7 @@ class ReviewPanel(QWidget):
                 if path is None:
                     raise LayerError(f"layer {layer.name()} has no file of its own")
                 self.reviewed = reviewed_map(path)
-                self.classes = _model_classes(self.reviewed.model)
+                self.classes = _model_card(self.reviewed.model).classes
                 self.map_label.setText(messages.breakable(
                     f"Model {self.reviewed.model.name} on {Path(self.reviewed.raster.split(',')[0]).name}"))
             except Exception as exc:  # noqa: BLE001 - any unreadable record or model is a message
@@ -320,10 +320,12 @@ class ReviewPanel(QWidget):
 
         number = version_number(next_version_path(self.reviewed.model))
         version_map = free_path(self.reviewed.path.parent, f"{_base(self.reviewed.path.stem)}_v{number}", ".tif")
+        saved = settings.value(settings.SAM_CHECKPOINT)  # a model fine-tuned from SAM: the Classify tab's checkpoint
+        sam = Path(saved) if saved and not _model_card(self.reviewed.model).self_contained else None
         job = RetrainJob(
             self.reviewed, corrections, CLASS_FIELD, version_map, time_budget=self.time_spin.value() or None,
             steps=self.steps_spin.value(), replay=DEFAULT_REPLAY if self.replay_check.isChecked() else 0.0,
-            bounds=bounds, device="auto")
+            bounds=bounds, sam_checkpoint=sam, device="auto")
         if corrections.temporary:
             job.cleanup.append(corrections.remove)
         self.task = RetrainTask(job)
