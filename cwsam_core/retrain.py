@@ -337,7 +337,8 @@ def compare_maps(before: Path | str, after: Path | str, nodata: int = 255, block
     from .inference import _pixel_area
 
     with rasterio.open(before) as old, rasterio.open(after) as new:
-        if old.crs != new.crs or not np.allclose([old.transform.a, old.transform.e], [new.transform.a, new.transform.e]):
+        same_pixels = np.allclose([old.transform.a, old.transform.e], [new.transform.a, new.transform.e])
+        if old.crs != new.crs or not same_pixels:
             raise RetrainError(f"{Path(before).name} and {Path(after).name} are not on the same grid: compare maps of "
                                "the same raster")
         offset = from_bounds(*new.bounds, transform=old.transform)

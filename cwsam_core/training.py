@@ -688,7 +688,8 @@ def train(
             training_input_scale=training_sources[0].reader.source_scale,
         )
         if parent is not None:
-            card.tile_size, card.tile_overlap, card.gsd = parent.card.tile_size, parent.card.tile_overlap, parent.card.gsd
+            card.tile_size, card.tile_overlap = parent.card.tile_size, parent.card.tile_overlap
+            card.gsd = parent.card.gsd
         data_fingerprint = [_fingerprint(given, source in training_sources) for given, source in zip(sources, opened)]
         data_fingerprint += [_fingerprint(s.given, True, "replay") for s in replayed]
         mix = (replayed, config.replay) if replayed else None

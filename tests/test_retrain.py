@@ -137,8 +137,9 @@ def test_bad_input_is_one_line_and_writes_nothing(parent, tmp_path, case):
             copy.write_bytes(parent["model"].read_bytes())
             parent = {**parent, "model": copy, "folder": tmp_path}
 
-            def progress(info, path=copy):  # another program rewrites the model file while training runs
+            def rewrite(info, path=copy):  # another program rewrites the model file while training runs
                 path.write_bytes(path.read_bytes() + b"\0")
+            progress = rewrite
     present = files_in(parent["folder"])
     with pytest.raises(RetrainError, match=match) as error:
         retrain(parent["model"], parent["scene"], fixes, "class", expected_sha256=expected, steps=2, batch_size=2,

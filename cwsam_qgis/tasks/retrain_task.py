@@ -18,8 +18,8 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from ..layers import LayerError, RasterSource
 from ..messages import for_the_dock
-from .classify_task import ClassifyRequest, format_area, area_unit, run_classification
-from .train_task import LOG_TAG, engine_log, expected_errors, log_to_panel, progress_fraction
+from .classify_task import ClassifyRequest, area_unit, format_area, run_classification
+from .train_task import LOG_TAG, engine_log, expected_errors, log_to_panel, progress_fraction, remove_files
 
 # Share of the progress bar taken by training; classifying with the new version takes the rest.
 TRAIN_SHARE = 0.8
@@ -86,11 +86,7 @@ class RetrainJob:
     cleanup: List[Callable[[], None]] = field(default_factory=list)
 
     def remove_temporary_files(self) -> None:
-        for remove in self.cleanup:
-            try:
-                remove()
-            except OSError as exc:
-                QgsMessageLog.logMessage(f"could not remove a temporary file: {exc}", LOG_TAG, Qgis.Warning)
+        remove_files(self.cleanup)
 
 
 @dataclass

@@ -61,11 +61,16 @@ class TrainingJob:
     cleanup: List[Callable[[], None]] = field(default_factory=list)
 
     def remove_temporary_files(self) -> None:
-        for remove in self.cleanup:
-            try:
-                remove()
-            except OSError as exc:
-                QgsMessageLog.logMessage(f"could not remove a temporary file: {exc}", LOG_TAG, Qgis.Warning)
+        remove_files(self.cleanup)
+
+
+def remove_files(cleanup: Sequence[Callable[[], None]]) -> None:
+    """Run a job's clean-up calls (temporary exports); a failure is logged, never raised."""
+    for remove in cleanup:
+        try:
+            remove()
+        except OSError as exc:
+            QgsMessageLog.logMessage(f"could not remove a temporary file: {exc}", LOG_TAG, Qgis.Warning)
 
 
 def expected_errors() -> tuple:
