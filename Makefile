@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_classify.py
 	$(PY) bench/bench_vectorize.py
+	$(PY) bench/bench_onnx.py
 
 bench-train: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-bench.txt
