@@ -138,7 +138,7 @@ def check_label_classes(sources: Sequence[TrainingSource], card: ModelCard) -> N
             shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in unknown[:8])
             raise RetrainError(
                 f"{Path(source.label_path).name} uses class(es) {shown} that the model does not have (its classes: "
-                f"{names}): label with the model's classes; adding a class needs a new model (cwsam train --classes)")
+                f"{names}): label with the model's classes; adding a class needs a new model, trained with all the classes")
 
 
 def replay_sources(parent: Parent, primary: Sequence[TrainingSource]) -> List[TrainingSource]:

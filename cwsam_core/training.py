@@ -752,7 +752,7 @@ def train(
                 if improved:
                     card.provenance = _provenance(config, data_fingerprint, best_epoch, metrics, context.world_size,
                                                   clock, parent)
-                    save_model_file(output, model, card)
+                    _save_model(output, model, card, parent)
                 _write_log(output, history)
                 _save_state(output, model, optimizer, scaler, epoch + 1, best_miou, best_epoch, history, clock)
             if progress is not None:
@@ -766,7 +766,7 @@ def train(
             if not cancelled or history:
                 card.provenance = _provenance(config, data_fingerprint, len(history), None, context.world_size, clock,
                                               parent)
-                save_model_file(output, model, card)
+                _save_model(output, model, card, parent)
         _warn_about_a_still_score(history)
         context.barrier()  # other ranks return once rank 0 has written its files
         return TrainResult(output, best_epoch, best_miou, history, cancelled)
@@ -774,6 +774,15 @@ def train(
         for s in opened + replayed:
             s.close()
         context.close()
+
+
+def _save_model(output: Path, model, card: ModelCard, parent=None) -> None:
+    """Write the model file; a warm start only while its parent is still the file it loaded."""
+    if parent is not None:
+        from .retrain import check_unchanged
+
+        check_unchanged(parent.path, parent.sha256)
+    save_model_file(output, model, card)
 
 
 def _epochs_estimate(config: TrainConfig, clock: _Clock, epoch: int) -> int:

@@ -53,6 +53,9 @@ def reviewed_map(path: Path | str) -> ReviewedMap:
     except (OSError, ValueError, KeyError, TypeError):
         raise LayerError(f"{path.name} has no CWSAM run record ({record_path.name}) naming its model and raster: "
                          "review a class map made by the Classify tab") from None
+    if reviewed.model.suffix.lower() == ".onnx":
+        raise LayerError(f"{path.name} was made with the ONNX export {reviewed.model.name}, which cannot be trained: "
+                         "classify with its .cwsam.pt model file, then review that map")
     missing = [p for p in raster.split(",") if not Path(p).is_file()]
     if missing:
         raise LayerError(f"the SAR raster {missing[0]} of {path.name} is no longer on disk: classify the raster "

@@ -199,7 +199,10 @@ class ReviewPanel(QWidget):
                 if path is None:
                     raise LayerError(f"layer {layer.name()} has no file of its own")
                 self.reviewed = reviewed_map(path)
-                self.classes = _model_card(self.reviewed.model).classes
+                try:
+                    self.classes = _model_card(self.reviewed.model).classes
+                except ImportError:
+                    raise LayerError("retraining needs the full install (PyTorch): see the Setup tab") from None
                 self.map_label.setText(messages.breakable(
                     f"Model {self.reviewed.model.name} on {Path(self.reviewed.raster.split(',')[0]).name}"))
             except Exception as exc:  # noqa: BLE001 - any unreadable record or model is a message
