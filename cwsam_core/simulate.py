@@ -192,8 +192,8 @@ def simulate_scene(
 
     # Independent streams, so that e.g. the layout is the same whatever the number of looks.
     layout_seed, texture_seed, speckle_seed = np.random.default_rng(seed).integers(0, 2**63 - 1, size=3)
-    labels, objects = _simulate_layout(height, width, np.random.default_rng(layout_seed))
     classes = seasonal_classes(season)
+    labels, objects = _simulate_layout(height, width, np.random.default_rng(layout_seed))
     texture = _simulate_texture(labels, objects, classes, np.random.default_rng(texture_seed))
     vv_db, vh_db = render_backscatter(labels, classes, looks, np.random.default_rng(speckle_seed), texture_db=texture)
     return SimulatedScene(

@@ -205,3 +205,19 @@ def test_needs_only_numpy_and_rasterio():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_winter_shifts_the_backscatter_of_the_same_landscape():
+    from cwsam_core.simulate import SEASON_SHIFTS_DB
+
+    summer, winter = scene(2), simulate_scene(256, 256, seed=2, season="winter")
+    assert np.array_equal(summer.labels, winter.labels)  # same land cover, texture and speckle draws
+    for c in SIMULATED_CLASSES:
+        m = summer.labels == c.value
+        vv, vh = SEASON_SHIFTS_DB["winter"].get(c.value, (0.0, 0.0))
+        # Same speckle and texture: every pixel of the class moves by the class's shift.
+        assert np.allclose(winter.vv_db[m] - summer.vv_db[m], vv, atol=1e-3)
+        assert np.allclose(winter.vh_db[m] - summer.vh_db[m], vh, atol=1e-3)
+    assert winter.classes[1].vv_db == summer.classes[1].vv_db + 3.5  # wet bare soil
+    with pytest.raises(ValueError, match="season must be one of summer, winter"):
+        simulate_scene(32, 32, season="spring")
