@@ -246,6 +246,8 @@ def retrain(
     batch_size: int = 4,
     lr: Optional[float] = None,
     replay: float = 0.0,
+    band_indexes: Optional[Sequence[int]] = None,
+    input_scale: str = "auto",
     device: str = "auto",
     seed: int = 0,
     progress: Optional[ProgressCallback] = None,
@@ -254,7 +256,8 @@ def retrain(
     """Train the next version of ``model`` on the correction polygons of ``corrections`` over ``image``.
 
     ``time_budget`` (minutes) or else ``steps`` optimizer steps; all corrections train (no validation
-    part: the last weights are kept). The version goes to ``output`` (default: :func:`next_version_path`)
+    part: the last weights are kept); ``band_indexes`` and ``input_scale`` read the raster as it was classified.
+    The version goes to ``output`` (default: :func:`next_version_path`)
     only once training finished and ``model`` still has ``expected_sha256`` (default: its hash now); it is
     written beside, as a temporary file, then linked into place, so an existing file is never replaced
     and nothing is left behind on error or cancel (``RetrainCancelled``).
@@ -281,7 +284,8 @@ def retrain(
             time_budget=time_budget, epochs=1 if time_budget is None else 10,
             steps_per_epoch=int(steps) if time_budget is None else max(1, min(int(steps), 20)),
             batch_size=batch_size, lr=lr, replay=replay, val_fraction=0.0, device=device, seed=seed,
-            warmup_steps=RETRAIN_WARMUP)
+            warmup_steps=RETRAIN_WARMUP, band_indexes=list(band_indexes) if band_indexes else None,
+            input_scale=input_scale)
         source = TrainingSource(image, polygons=Path(corrections), class_field=class_field, layer=layer)
         try:
             result = train([source], config, progress=progress, should_cancel=should_cancel)

@@ -37,6 +37,8 @@ class ReviewedMap:
     model_sha256: str
     raster: str  # the scene: one file, or "VV.tif,VH.tif"
     bounds: Optional[Tuple[float, float, float, float]] = None
+    band_indexes: Optional[List[int]] = None  # the raster bands it was read with
+    input_scale: str = "auto"  # the scale it was read in
 
 
 def reviewed_map(path: Path | str) -> ReviewedMap:
@@ -48,8 +50,10 @@ def reviewed_map(path: Path | str) -> ReviewedMap:
         model = record["model"]
         files = record["input"].get("files") or [record["input"]]
         raster = ",".join(f["path"] for f in files)
-        bounds = record.get("parameters", {}).get("bounds")
-        reviewed = ReviewedMap(path, Path(model["file"]), model["sha256"], raster, tuple(bounds) if bounds else None)
+        parameters = record.get("parameters", {})
+        bounds = parameters.get("bounds")
+        reviewed = ReviewedMap(path, Path(model["file"]), model["sha256"], raster, tuple(bounds) if bounds else None,
+                               parameters.get("band_indexes"), parameters.get("input_scale") or "auto")
     except (OSError, ValueError, KeyError, TypeError):
         raise LayerError(f"{path.name} has no CWSAM run record ({record_path.name}) naming its model and raster: "
                          "review a class map made by the Classify tab") from None
@@ -130,7 +134,8 @@ def _run_retrain(job: RetrainJob, progress, should_cancel) -> RetrainOutcome:
             job.reviewed.model, job.reviewed.raster, job.corrections.path, job.class_field,
             layer=job.corrections.layer, expected_sha256=job.reviewed.model_sha256,
             sam_checkpoint=job.sam_checkpoint, time_budget=job.time_budget, steps=job.steps,
-            batch_size=job.batch_size, replay=job.replay, device=job.device, progress=training,
+            batch_size=job.batch_size, replay=job.replay, band_indexes=job.reviewed.band_indexes,
+            input_scale=job.reviewed.input_scale, device=job.device, progress=training,
             should_cancel=should_cancel)
     except RetrainCancelled as exc:
         return RetrainOutcome(error=str(exc), cancelled=True)
@@ -142,7 +147,8 @@ def _run_retrain(job: RetrainJob, progress, should_cancel) -> RetrainOutcome:
     first = job.reviewed.raster.split(",")[0]
     request = ClassifyRequest(source=RasterSource(Path(first), Path(first).name, ""), output=job.output,
                               model=retrained.model_path, sam_checkpoint=job.sam_checkpoint, device=job.device,
-                              batch_size=job.batch_size, bounds=job.bounds)
+                              batch_size=job.batch_size, bounds=job.bounds, band_indexes=job.reviewed.band_indexes,
+                              input_scale=job.reviewed.input_scale)
     if "," in job.reviewed.raster:
         request.source.path = Path(job.reviewed.raster)  # the files of one scene, as the engine reads them
     classify_progress = None if progress is None else (
