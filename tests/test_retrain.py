@@ -194,3 +194,12 @@ def test_compare_maps_over_the_part_classified_again(tmp_path):
     assert change.pixels == 23 and change.changed == pytest.approx(8 / 23)
     assert change.before == {0: 800.0, 1: 1500.0} and change.after == {1: 2300.0}
     assert change.area_unit == "m2"
+
+
+def test_a_time_budget_trains_until_it_is_spent(parent, tmp_path):
+    fixes = corrections(parent, tmp_path / "fixes.gpkg")
+    version = retrain(parent["model"], parent["scene"], fixes, "class", output=tmp_path / "timed.cwsam.pt",
+                      time_budget=0.02, batch_size=2, device="cpu")
+    provenance = read_model_card(version.model_path).provenance
+    assert version.model_path.is_file() and provenance["time_budget"] == 0.02 and provenance["steps"] >= 1
+    assert provenance["training_minutes"] >= 0.02 * 0.9
