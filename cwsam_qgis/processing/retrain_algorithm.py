@@ -4,7 +4,6 @@ for the Toolbox, the Model Designer, batch mode and ``qgis_process``. Same engin
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from qgis.core import (
@@ -17,7 +16,7 @@ from qgis.core import (
 from ..layers import LayerError, raster_source
 from ..messages import for_the_dock
 from ..tasks.retrain_task import DEFAULT_MINUTES, DEFAULT_REPLAY
-from ..tasks.train_task import engine_log, expected_errors, progress_fraction
+from ..tasks.train_task import engine_log, expected_errors, log_to_feedback, progress_fraction
 
 DEVICES = ["auto", "cpu", "cuda"]
 MODEL_FILTER = "CWSAM model file (*.pt *.pth);;All files (*.*)"
@@ -107,9 +106,7 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
             if fraction is not None:
                 feedback.setProgress(100.0 * fraction)
 
-        def log(level: int, message: str) -> None:
-            (feedback.pushWarning if level >= logging.WARNING else feedback.pushInfo)(for_the_dock(message))
-
+        log = log_to_feedback(feedback)
         from cwsam_core.retrain import retrain
 
         try:

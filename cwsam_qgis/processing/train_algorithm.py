@@ -4,7 +4,6 @@ the Model Designer, batch mode and ``qgis_process``. Same engine call as the doc
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from qgis.core import (
@@ -28,7 +27,9 @@ from ..layers import LayerError, raster_source
 from ..messages import for_the_dock
 from ..polygon_source import PolygonFile, PolygonSourceError, check_overlap
 from ..tasks.classify_task import parse_bands
-from ..tasks.train_task import describe_outcome, history_lines, progress_fraction, run_training, training_job
+from ..tasks.train_task import (
+    describe_outcome, history_lines, log_to_feedback, progress_fraction, run_training, training_job,
+)
 
 DEVICES = ["auto", "cpu", "cuda"]
 SCALES = ["auto", "db", "linear", "amplitude"]
@@ -191,9 +192,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                                   f"{info['train_loss']:.4f}, validation mIoU {info['val_miou']:.3f} "
                                   f"(best {info['best_miou']:.3f})")
 
-        def log(level: int, message: str) -> None:
-            (feedback.pushWarning if level >= logging.WARNING else feedback.pushInfo)(for_the_dock(message))
-
+        log = log_to_feedback(feedback)
         try:
             outcome = run_training(job, progress, feedback.isCanceled, log=log)
         finally:

@@ -101,6 +101,14 @@ class _ForwardHandler(logging.Handler):
             self.handleError(record)
 
 
+def log_to_feedback(feedback) -> Callable[[int, str], None]:
+    """A log sink for Processing: the engine's warnings as feedback warnings, the rest as information."""
+    def log(level: int, message: str) -> None:
+        (feedback.pushWarning if level >= logging.WARNING else feedback.pushInfo)(for_the_dock(message))
+
+    return log
+
+
 def log_to_panel(level: int, message: str) -> None:
     """QgsMessageLog is thread-safe: fine from the task's worker thread."""
     QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning if level >= logging.WARNING else Qgis.Info)
