@@ -197,3 +197,22 @@ def test_cancel_keeps_the_current_version(dock, qtbot, tmp_path):
     assert panel.map_layer().id() == first_map.id() and panel.reviewed.model == model
     assert sorted(p.name for p in tmp_path.glob("nano*")) == ["nano.cwsam.pt"]
     assert not list(tmp_path.glob("sar_classes_v*"))
+
+
+def test_the_map_view_is_classified_again_and_compared_where_both_maps_are(dock, qtbot, tmp_path):
+    dock, model = dock
+    classify(dock, qtbot)  # the whole raster: 96 x 80 px
+    panel = dock.review_panel
+    corrections = panel.start_review()
+    draw(corrections, 10, 10, 40, 40)
+    # The view: columns 20..60, rows 10..50 of the raster.
+    dock.review_panel.iface.mapCanvas().setExtent(QgsRectangle(ORIGIN[0] + 200, ORIGIN[1] - 500, ORIGIN[0] + 600,
+                                                               ORIGIN[1] - 100))
+    panel.extent_combo.setCurrentIndex(1)
+    panel.retrain()
+    qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
+    outcome = panel.last_outcome
+    assert outcome.error is None, outcome.error
+    extent = panel.map_layer().extent()  # the canvas keeps its aspect ratio: the view is as wide as the raster
+    assert round(extent.height()) == 400 and round(extent.yMaximum()) == ORIGIN[1] - 100
+    assert outcome.change.pixels == round(extent.width() / 10) * 40  # compared where both maps are
