@@ -138,12 +138,15 @@ def check_label_classes(sources: Sequence[TrainingSource], card: ModelCard) -> N
             shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in unknown[:8])
             raise RetrainError(
                 f"{Path(source.label_path).name} uses class(es) {shown} that the model does not have (its classes: "
-                f"{names}): label with the model's classes; adding a class needs a new model, trained with all the classes")
+                f"{names}): label with the model's classes; adding a class needs a new model, trained with all the "
+                "classes")
 
 
-def replay_sources(parent: Parent, primary: Sequence[TrainingSource]) -> List[TrainingSource]:
+def replay_sources(parent: Parent, primary: Sequence[TrainingSource],
+                   fallback: Sequence[TrainingSource] = ()) -> List[TrainingSource]:
     """The parent's own training sources (from its provenance) still on disk and unchanged, the new
-    labels themselves left out; said in the log when there are none."""
+    labels themselves left out; without any, ``fallback`` (e.g. the parent's own map outside the
+    corrections, see :func:`anchor_labels`). Said in the log either way."""
     found: List[TrainingSource] = []
     seen = set()
     for entry in parent.training_data():
@@ -155,6 +158,10 @@ def replay_sources(parent: Parent, primary: Sequence[TrainingSource]) -> List[Tr
             continue
         seen.add(key)
         found.append(source)
+    if not found and fallback:
+        LOG.info("replay: %s records no training data still on disk unchanged: replaying %s instead",
+                 parent.path.name, ", ".join(Path(s.label_path).name for s in fallback))
+        return list(fallback)
     if not found:
         LOG.warning("replay: %s records no training data still on disk unchanged: training on the new labels "
                     "only", parent.path.name)
@@ -186,6 +193,50 @@ def _recorded_source(entry: dict, folder: Path) -> Optional[TrainingSource]:
     if entry.get("class_field"):
         return TrainingSource(image, polygons=labels, class_field=entry["class_field"], layer=entry.get("layer"))
     return TrainingSource(image, labels=labels)
+
+
+# Pixels around the corrections left out of an anchor map: the parent's classes at a corrected place's
+# edge are often the errors being corrected.
+ANCHOR_MARGIN = 8
+
+
+def anchor_labels(class_map: Path | str, corrections: Path | str, class_field: str, classes: Sequence,
+                  output: Path, layer: Optional[str] = None, margin: int = ANCHOR_MARGIN, block: int = 1024) -> Path:
+    """The parent's class map with the corrected places (and ``margin`` pixels around them) set to
+    nodata, written to ``output`` block by block: labels that keep what the parent did elsewhere,
+    replayed when its own training data are not on disk, so that a few corrections do not unlearn the
+    classes they lack."""
+    from .losses import IGNORE_INDEX
+    from .polygons import PolygonLabels
+
+    with rasterio.open(class_map) as src:
+        profile = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="uint8", crs=src.crs,
+                       transform=src.transform, nodata=255, compress="deflate")
+        polygons = PolygonLabels(corrections, src, class_field, classes, layer=layer)
+        with rasterio.open(output, "w", **profile) as dst:
+            for row in range(0, src.height, block):
+                rows = min(block, src.height - row)
+                # The corrections of the block and ``margin`` rows and columns around it, grown by ``margin``.
+                around = Window(-margin, row - margin, src.width + 2 * margin, rows + 2 * margin)
+                corrected = _grow(polygons.read(around) != IGNORE_INDEX, margin)[margin:-margin or None,
+                                                                                 margin:-margin or None]
+                labels = src.read(1, window=Window(0, row, src.width, rows))
+                dst.write(np.where(corrected, 255, labels).astype(np.uint8)[None],
+                          window=Window(0, row, src.width, rows))
+        polygons.close()
+    return output
+
+
+def _grow(mask: np.ndarray, margin: int) -> np.ndarray:
+    """``mask`` dilated by a square of ``margin`` pixels each way (box sums of an integral image)."""
+    if margin <= 0 or not mask.any():
+        return mask
+    size = 2 * margin + 1
+    height, width = mask.shape
+    total = np.pad(np.pad(mask.astype(np.int32), margin).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = (total[size:size + height, size:size + width] - total[:height, size:size + width]
+            - total[size:size + height, :width] + total[:height, :width])
+    return sums > 0
 
 
 def version_base(path: Path | str) -> tuple:
@@ -246,6 +297,7 @@ def retrain(
     batch_size: int = 4,
     lr: Optional[float] = None,
     replay: float = 0.0,
+    anchor_map: Optional[Path | str] = None,
     band_indexes: Optional[Sequence[int]] = None,
     input_scale: str = "auto",
     device: str = "auto",
@@ -257,6 +309,8 @@ def retrain(
 
     ``time_budget`` (minutes) or else ``steps`` optimizer steps; all corrections train (no validation
     part: the last weights are kept); ``band_indexes`` and ``input_scale`` read the raster as it was classified.
+    ``replay`` draws that share of the windows from the model's own training data where still on disk,
+    else from ``anchor_map`` (the model's class map of ``image``) outside the corrections.
     The version goes to ``output`` (default: :func:`next_version_path`)
     only once training finished and ``model`` still has ``expected_sha256`` (default: its hash now); it is
     written beside, as a temporary file, then linked into place, so an existing file is never replaced
@@ -288,6 +342,11 @@ def retrain(
             input_scale=input_scale)
         source = TrainingSource(image, polygons=Path(corrections), class_field=class_field, layer=layer)
         try:
+            if replay > 0 and anchor_map is not None:
+                check_label_classes([source], read_model_card(model))  # before the anchor reads the corrections
+                anchor = anchor_labels(anchor_map, corrections, class_field, config.classes,
+                                       workspace / "anchor.tif", layer=layer)
+                config.replay_fallback = [TrainingSource(image, labels=anchor)]
             result = train([source], config, progress=progress, should_cancel=should_cancel)
         except RetrainError:
             raise

@@ -203,3 +203,36 @@ def test_a_time_budget_trains_until_it_is_spent(parent, tmp_path):
     provenance = read_model_card(version.model_path).provenance
     assert version.model_path.is_file() and provenance["time_budget"] == 0.02 and provenance["steps"] >= 1
     assert provenance["training_minutes"] >= 0.02 * 0.9
+
+
+def test_without_its_training_data_the_model_replays_its_own_map_outside_the_corrections(parent, tmp_path):
+    from cwsam_core.retrain import anchor_labels
+
+    fixes = corrections(parent, tmp_path / "fixes.gpkg")
+    with rasterio.open(parent["scene"]) as src:
+        profile = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="uint8", nodata=255,
+                       crs=src.crs, transform=src.transform)
+    class_map = tmp_path / "map.tif"
+    with rasterio.open(class_map, "w", **profile) as dst:
+        dst.write(np.full((1, SIZE, SIZE), 3, dtype=np.uint8))
+    anchor = anchor_labels(class_map, fixes, "class", CLASSES, tmp_path / "anchor.tif", margin=4)
+    with rasterio.open(anchor) as src:
+        labels = src.read(1)
+    # The squares (rows 20..49, columns 20..49 and rows 70..99, columns 60..89) and 4 px around them are left out.
+    assert (labels[16:54, 16:54] == 255).all() and (labels[66:104, 56:94] == 255).all()
+    assert labels[14, 30] == 3 and labels[30, 55] == 3 and (labels == 255).sum() == 38 * 38 * 2
+
+    # A model whose training data are gone (copied elsewhere, its sources recorded relative to nowhere).
+    orphan = tmp_path / "orphan.cwsam.pt"
+    orphan.write_bytes(parent["model"].read_bytes())
+    labels_path = parent["labels"]
+    moved = labels_path.with_name("moved.tif")
+    labels_path.rename(moved)
+    try:
+        version = retrain(orphan, parent["scene"], fixes, "class", steps=2, batch_size=2, replay=0.5,
+                          anchor_map=class_map, device="cpu")
+    finally:
+        moved.rename(labels_path)
+    data = read_model_card(version.model_path).provenance["data"]
+    assert [d["role"] for d in data] == ["training", "replay"] and data[1]["labels"].endswith("anchor.tif")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]

@@ -134,7 +134,8 @@ def _run_retrain(job: RetrainJob, progress, should_cancel) -> RetrainOutcome:
             job.reviewed.model, job.reviewed.raster, job.corrections.path, job.class_field,
             layer=job.corrections.layer, expected_sha256=job.reviewed.model_sha256,
             sam_checkpoint=job.sam_checkpoint, time_budget=job.time_budget, steps=job.steps,
-            batch_size=job.batch_size, replay=job.replay, band_indexes=job.reviewed.band_indexes,
+            batch_size=job.batch_size, replay=job.replay, anchor_map=job.reviewed.path,
+            band_indexes=job.reviewed.band_indexes,
             input_scale=job.reviewed.input_scale, device=job.device, progress=training,
             should_cancel=should_cancel)
     except RetrainCancelled as exc:
