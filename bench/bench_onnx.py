@@ -7,7 +7,8 @@ Run: ``nice .venv/bin/python bench/bench_onnx.py`` (``make bench``). For each co
 - ONNX Runtime, CPU provider, the float32 export (``cwsam export``);
 - ONNX Runtime, the int8 export (``cwsam export --int8``: dynamic int8 quantisation of the linear layers);
 
-in batches of the engine's CPU batch size, after one warm-up pass, with the same number of threads. Printed
+in batches of the engine's CPU batch size, with the same number of threads: one warm-up pass each, then the
+three take turns pass after pass (the median pass counts), so the shared machine's changing load hits all alike. Printed
 and written to ``bench/out/bench_onnx.json``: tiles per second, the speed-up over PyTorch (targets: float32
 >= 1.3x, int8 >= 2x), the share of pixels whose class (argmax of the logits) equals PyTorch's (target for int8:
 >= 99 %), the largest logit difference, and the sizes of the model file and the exports.
@@ -34,13 +35,15 @@ from rasterio.windows import Window
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
+from bench_classify import scene as simulated_scene  # noqa: E402 (cached under bench/out/)
 from cwsam_core.build import build_bare_sam, build_cwsam  # noqa: E402
 from cwsam_core.model_file import ClassInfo, ModelCard, load_model_file, save_model_file  # noqa: E402
 from cwsam_core.onnx_export import export_onnx  # noqa: E402
 from cwsam_core.radiometry import SarReader  # noqa: E402
 from cwsam_core.runners import CPU_BATCH_SIZE  # noqa: E402
-from cwsam_core.simulate import SIMULATED_CLASSES, simulate_scene, write_scene  # noqa: E402
+from cwsam_core.simulate import SIMULATED_CLASSES  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 WORK = OUT / "onnx"
@@ -71,14 +74,6 @@ def vit_b_model(size: int) -> tuple:
     return path, sam
 
 
-def simulated_scene(size: int) -> Path:
-    image = WORK / f"scene_{size}.tif"
-    if not image.exists():
-        WORK.mkdir(parents=True, exist_ok=True)
-        write_scene(simulate_scene(size, size, seed=size), image, WORK / f"scene_{size}_labels.tif")
-    return image
-
-
 def read_tiles(scene: Path, card: ModelCard, size: int, count: int) -> np.ndarray:
     """``count`` normalised tiles of ``size`` px from ``scene``, on a regular grid, as the engine reads them."""
     with rasterio.open(scene) as dataset:
@@ -93,16 +88,23 @@ def read_tiles(scene: Path, card: ModelCard, size: int, count: int) -> np.ndarra
     return np.stack(tiles).astype(np.float32)
 
 
-def timed(run, tiles: np.ndarray, batch: int, repeats: int) -> tuple:
-    """(tiles per second over ``repeats`` passes after a warm-up pass, logits of the last pass)."""
-    def one_pass():
+def interleaved(runs: dict, tiles: np.ndarray, batch: int, repeats: int) -> tuple:
+    """Tiles per second of each runner (name -> batch of images -> logits): after a warm-up pass each, the
+    runners take turns for ``repeats`` passes over the tiles (so a shared machine's changing load hits them
+    alike); the median pass counts. Also returns each runner's logits of its last pass."""
+    def one_pass(run):
         return np.concatenate([run(tiles[i : i + batch]) for i in range(0, len(tiles), batch)])
 
-    one_pass()
-    started = time.perf_counter()
+    for run in runs.values():
+        one_pass(run)
+    seconds = {name: [] for name in runs}
+    logits = {}
     for _ in range(repeats):
-        logits = one_pass()
-    return repeats * len(tiles) / (time.perf_counter() - started), logits
+        for name, run in runs.items():
+            started = time.perf_counter()
+            logits[name] = one_pass(run)
+            seconds[name].append(time.perf_counter() - started)
+    return {name: len(tiles) / float(np.median(s)) for name, s in seconds.items()}, logits
 
 
 def bench(name: str, model_path: Path, sam: Path | None, scene: Path, tiles_count: int, repeats: int,
@@ -124,15 +126,13 @@ def bench(name: str, model_path: Path, sam: Path | None, scene: Path, tiles_coun
         with torch.inference_mode():
             return model(torch.from_numpy(images)).numpy()
 
-    rates, logits = {}, {}
-    rates["pytorch"], logits["pytorch"] = timed(torch_run, tiles, batch, repeats)
+    runs = {"pytorch": torch_run}
     for precision, path in exports.items():
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        rates[precision], logits[precision] = timed(lambda images: session.run(None, {"images": images})[0], tiles,
-                                                    batch, repeats)
-        del session
+        runs[precision] = lambda images, session=session: session.run(None, {"images": images})[0]
+    rates, logits = interleaved(runs, tiles, batch, repeats)
     reference = logits["pytorch"].argmax(axis=1)
     row = {
         "model": name, "tile_size": size, "tiles": len(tiles), "batch_size": batch, "threads": threads,
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both engines")
     parser.add_argument("--only", choices=["vit_tiny", "vit_b"], help="one configuration")
     parser.add_argument("--tiles", type=int, help="tiles per configuration (default 8 for vit_tiny, 4 for vit_b)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed passes over the tiles (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the tiles (default 3)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from .datasets import RasterLabels
 from .inference import classify_file
 from .losses import IGNORE_INDEX
 from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
-from .model_file import ModelCard, read_model_card
+from .card import ModelCard, read_card
 from .raster_output import CLASS_NODATA
 from .scene import open_scene
 
@@ -32,7 +32,7 @@ def evaluate(
     labels read onto the image grid: one confusion matrix over all labelled pixels. Label values that
     no class of the model names, ``ignore_values``, label nodata and image nodata (written as nodata
     by the classifier) are left out."""
-    card = read_model_card(model_path)
+    card = read_card(model_path)
     num = len(card.classes)
     confusion = np.zeros((num, num), dtype=np.int64)
     with tempfile.TemporaryDirectory(prefix="cwsam-eval-") as folder:

@@ -30,7 +30,9 @@ from rasterio.windows import Window, from_bounds
 
 from . import __version__
 from .card import ModelCard, is_onnx
-from .paths import OutputConflictError, check_outputs, class_raster_files, file_sha256, raster_input_files
+from .paths import (
+    OutputConflictError, check_outputs, class_raster_files, file_sha256, output_file_problem, raster_input_files,
+)
 from .radiometry import SarReader
 from .runners import TileRunner
 from .scene import SceneError, open_scene, scene_name, scene_paths
@@ -148,13 +150,9 @@ class _StripAccumulator:
 
 
 def _check_output_path(path: Path, what: str) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ClassificationError(f"{what} folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise ClassificationError(f"cannot write the {what} in {folder}: permission denied; choose another folder")
-    if path.is_dir():
-        raise ClassificationError(f"{what} path is a folder: {path}; give a file name such as classes.tif")
+    problem = output_file_problem(path, what, "classes.tif")
+    if problem:
+        raise ClassificationError(problem)
 
 
 def check_classify_paths(input_path: Path | str, output_path: Path | str, confidence_path: Optional[Path | str] = None,

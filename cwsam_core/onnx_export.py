@@ -30,7 +30,7 @@ from .model_file import load_model_file
 from .modeling import CWSAM
 from .modeling.adapted_block import set_attention
 from .onnx_model import FORMAT, FORMAT_VERSION, INPUT_NAME, OUTPUT_NAME, import_onnxruntime
-from .paths import OutputConflictError, check_outputs, file_sha256
+from .paths import OutputConflictError, check_outputs, file_sha256, output_file_problem
 
 OPSET = 17
 # A protobuf message, and so an ONNX file without external data, cannot exceed 2 GiB.
@@ -61,13 +61,9 @@ def check_export_paths(model_path: Path | str, output: Path | str, sam_checkpoin
         raise ExportError(str(exc)) from None
     if not is_onnx(output):
         raise ExportError(f"the export is an ONNX file: give an output name ending in .onnx, not {output.name}")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise ExportError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise ExportError(f"cannot write the export in {folder}: permission denied; choose another folder")
-    if output.is_dir():
-        raise ExportError(f"output path is a folder: {output}; give a file name such as model.onnx")
+    problem = output_file_problem(output, "output", "model.onnx")
+    if problem:
+        raise ExportError(problem)
 
 
 def prepare_for_export(model: CWSAM) -> CWSAM:

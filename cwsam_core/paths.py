@@ -91,6 +91,20 @@ def _conflict(role: str, named: Path, file: Path, other_role: str, other_named: 
     return f"{what} {verb} {target}; {advice}"
 
 
+def output_file_problem(path: PathLike, what: str, example: str) -> Optional[str]:
+    """Why a file called ``what`` cannot be written at ``path`` (its folder missing or read-only, or a folder
+    in its place; ``example`` is a file name to suggest), or None."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        return f"{what} folder does not exist: {folder}"
+    if not os.access(folder, os.W_OK):
+        return f"cannot write the {what} in {folder}: permission denied; choose another folder"
+    if path.is_dir():
+        return f"{what} path is a folder: {path}; give a file name such as {example}"
+    return None
+
+
 def describe_non_model(path: PathLike) -> Optional[str]:
     """What a file that is not a PyTorch file is, from its first bytes (None when it may be one)."""
     try:

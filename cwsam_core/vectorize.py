@@ -73,7 +73,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.features import shapes
 from rasterio.windows import Window
 
-from .paths import OutputConflictError, check_outputs, raster_input_files
+from .paths import OutputConflictError, check_outputs, output_file_problem, raster_input_files
 
 with warnings.catch_warnings():
     # pyogrio imports Debian's pyproj when present, which warns about its own data directory; pyogrio
@@ -1152,13 +1152,9 @@ def _check_confidence(dataset, reference, path: Path) -> None:
 def _check_output(output: Path) -> None:
     if output.suffix.lower() != ".gpkg":
         raise VectorizeError(f"the output must be a GeoPackage file name ending in .gpkg, got {output}")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise VectorizeError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise VectorizeError(f"cannot write the output in {folder}: permission denied; choose another folder")
-    if output.is_dir():
-        raise VectorizeError(f"output path is a folder: {output}; give a file name such as classes.gpkg")
+    problem = output_file_problem(output, "output", "classes.gpkg")
+    if problem:
+        raise VectorizeError(problem)
 
 
 def _resolve_classes(classes) -> Optional[Dict[int, ClassInfo]]:

@@ -32,17 +32,22 @@ from test_inference import CLASSES, card_for, write_sar
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "resources" / "demo" / "model.cwsam.pt"
 DEMO_SCENE = REPO / "resources" / "demo" / "scene.tif"
-# A process in which ``import torch`` (and what needs it) fails, running the cwsam command as ``python -m``.
-TORCH_BLOCKED = textwrap.dedent("""
-    import runpy, sys
+DEMO_REFERENCE = REPO / "resources" / "demo" / "reference.tif"
+# Makes ``import torch`` (and of what needs it) fail in the process that runs it first, as without PyTorch.
+NO_TORCH = textwrap.dedent("""
+    import sys
 
     class NoTorch:
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in ("torch", "torchvision", "segment_anything"):
-                raise ImportError(f"{name} is blocked in this test")
+                raise ImportError(f"No module named {name!r} (blocked: no PyTorch here)")
             return None
 
     sys.meta_path.insert(0, NoTorch())
+""")
+# The cwsam command as ``python -m cwsam_core.cli`` in a process without torch.
+TORCH_BLOCKED = NO_TORCH + textwrap.dedent("""
+    import runpy
     sys.argv = ["cwsam", *sys.argv[1:]]
     try:
         runpy.run_module("cwsam_core.cli", run_name="__main__")
@@ -124,6 +129,16 @@ def test_onnx_classification_matches_pytorch(demo_exports, torch_map, tmp_path):
           f"int8 on {agreement['int8']:.4%}")
     assert agreement["float32"] >= 0.999
     assert len(np.unique(reference)) >= 3  # a map with several classes, not a trivial agreement
+
+
+def test_evaluate_takes_an_onnx_export(demo_exports):
+    from cwsam_core.evaluation import evaluate
+
+    onnx_metrics, card = evaluate(demo_exports["float32"].path, [(DEMO_SCENE, DEMO_REFERENCE)], device="cpu")
+    torch_metrics, _ = evaluate(DEMO_MODEL, [(DEMO_SCENE, DEMO_REFERENCE)], device="cpu")
+    assert card.classes == read_model_card(DEMO_MODEL).classes
+    assert onnx_metrics.pixels == torch_metrics.pixels > 0
+    assert abs(onnx_metrics.miou - torch_metrics.miou) < 1e-3 and onnx_metrics.miou > 0.5
 
 
 def test_classification_runs_without_torch(demo_exports, torch_map, tmp_path):

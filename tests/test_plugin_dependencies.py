@@ -76,15 +76,20 @@ def run_plugin(tmp_path: Path, plugin_parent: Path, environment: str) -> dict:
 
     raster = write_sar(tmp_path / "sar.tif")
     model = write_model(tmp_path / "nano.cwsam.pt")
-    script = tmp_path / "load_plugin.py"
-    script.write_text(SCRIPT)
+    return run_qgis_script(tmp_path, SCRIPT, [plugin_parent, REPO / "tests", environment, raster, model])
+
+
+def run_qgis_script(tmp_path: Path, script_text: str, args: list, timeout: int = 300) -> dict:
+    """Run ``script_text`` with Debian's Python (a fresh QGIS profile, no venv variables) and return the JSON
+    it prints on its "RESULT " line."""
+    script = tmp_path / "qgis_script.py"
+    script.write_text(script_text)
     profile = tmp_path / "profile"
     profile.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PROJ_LIB", "PROJ_DATA")}
     env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile))
-    done = subprocess.run([SYSTEM_PYTHON, str(script), str(plugin_parent), str(REPO / "tests"), environment,
-                           str(raster), str(model)], capture_output=True, text=True, env=env, timeout=240,
-                          cwd=tmp_path)
+    done = subprocess.run([SYSTEM_PYTHON, str(script), *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=tmp_path)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return json.loads(lines[-1][len("RESULT "):])

@@ -4,23 +4,22 @@ and with the light install (no torch) the Setup tab offers it first and the Fine
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from plugin_helpers import CLASSES, write_model, write_sar
-from qgis.core import QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer
+from qgis.core import QgsPalettedRasterRenderer, QgsProject
+from test_onnx import NO_TORCH
+from test_plugin_classify import add_raster, dock, run_to_end  # noqa: F401 (dock is a fixture)
+from test_plugin_dependencies import SYSTEM_PYTHON, run_qgis_script
 
 from cwsam_core.inference import classify_file
 from cwsam_core.onnx_export import export_onnx
 from cwsam_qgis.layers import GROUP_NAME
 
 REPO = Path(__file__).resolve().parents[1]
-SYSTEM_PYTHON = "/usr/bin/python3"
-TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -30,42 +29,16 @@ def models(tmp_path_factory) -> dict:
     return {"pt": model, "onnx": export_onnx(model, folder / "nano.onnx").path}
 
 
-@pytest.fixture
-def dock(qgis_app, qtbot):
-    import cwsam_qgis
-    from qgis_interface import HeadlessInterface
-
-    QgsProject.instance().clear()
-    iface = HeadlessInterface()
-    plugin = cwsam_qgis.classFactory(iface)
-    plugin.initGui()
-    plugin.dock_action.trigger()
-    panel = plugin.dock.classify_panel
-    panel.confidence_check.setChecked(False)
-    panel.tile_spin.setValue(0)
-    panel.extent_combo.setCurrentIndex(0)
-    panel.device_combo.setCurrentText("auto")
-    yield plugin, panel
-    panel.shutdown()
-    qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
-    plugin.unload()
-    QgsProject.instance().clear()
-
-
 def test_dock_classifies_with_an_onnx_model(dock, qtbot, tmp_path, models):
-    plugin, panel = dock
+    _, plugin, panel = dock
     sar = write_sar(tmp_path / "sar.tif")
-    layer = QgsRasterLayer(str(sar), "sar")
-    QgsProject.instance().addMapLayer(layer)
-    panel.layer_combo.setLayer(layer)
+    panel.layer_combo.setLayer(add_raster(sar))
     panel.sam_widget.setFilePath(str(tmp_path / "sam_vit_b_01ec64.pth"))  # remembered from another model: unused
     panel.model_widget.setFilePath(str(models["onnx"]))
     assert "runs with ONNX Runtime" in panel.fit_label.text() and "tiles 64 px" in panel.fit_label.text()
     assert "*.onnx" in panel.model_widget.filter()
     panel.output_widget.setFilePath(str(tmp_path / "classes.tif"))
-    panel.run_button.click()
-    assert panel.task is not None, panel.status_label.text()
-    qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
+    run_to_end(qtbot, panel)
     outcome = panel.last_outcome
     assert outcome.result is not None, outcome.error
     record = json.loads(outcome.result.record.read_text())
@@ -82,16 +55,8 @@ def test_dock_classifies_with_an_onnx_model(dock, qtbot, tmp_path, models):
 
 # The plugin in a fresh QGIS process whose Python cannot import torch (the light install): what the Setup
 # and Fine-tune tabs say, the dock classifying with an .onnx model, cwsam:classify with .onnx and .cwsam.pt.
-LIGHT_SCRIPT = r'''
+LIGHT_SCRIPT = NO_TORCH + r'''
 import json, os, sys, time
-
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision", "segment_anything"):
-            raise ImportError(f"No module named {name!r} (blocked: the light install)")
-        return None
-
-sys.meta_path.insert(0, NoTorch())
 repo, environment, raster, onnx_model, pt_model, out_dir = sys.argv[1:7]
 sys.path.insert(0, repo)
 sys.path.append(os.path.join(repo, "tests"))
@@ -149,18 +114,8 @@ os._exit(0)  # never exitQgis(): it crashes at interpreter exit (ENVIRONMENT.md,
 @pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reason="needs Debian's Python with PyQGIS")
 def test_light_install_offers_onnx_and_says_what_training_needs(tmp_path, models):
     raster = write_sar(tmp_path / "sar.tif")
-    script = tmp_path / "light.py"
-    script.write_text(LIGHT_SCRIPT)
-    profile = tmp_path / "profile"
-    profile.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PROJ_LIB", "PROJ_DATA")}
-    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile))
-    done = subprocess.run([SYSTEM_PYTHON, str(script), str(REPO), str(REPO / ".venv"), str(raster),
-                           str(models["onnx"]), str(models["pt"]), str(tmp_path)], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=tmp_path)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = run_qgis_script(tmp_path, LIGHT_SCRIPT, [REPO, REPO / ".venv", raster, models["onnx"], models["pt"],
+                                                   tmp_path])
     assert out["light"] and "light install" in out["summary"] and out["tab"] == "Classify"
     assert not [text for text in out["bar"] if "cannot import" in text]  # nothing to fix: no warning at load
     assert "Light install: classification with ONNX models (.onnx) works" in out["setup"]
