@@ -6,14 +6,16 @@ which it gets partly wrong. Each round then draws a few correction polygons, as 
 over the largest wrongly classified regions (found from the reference labels; each polygon a patch of
 at most ``PATCH`` px across inside one region, labelled with its true class), retrains the current
 version on all corrections so far for a fixed number of steps, a fifth of the windows replayed from
-the parent's summer scene (``cwsam_core.retrain.retrain``, the engine of the dock's *Retrain from
-corrections*, with its default replay share) and classifies the scene again.
+the parent's summer scene and the current version's own map outside the corrections
+(``cwsam_core.retrain.retrain``, the engine of the dock's *Retrain from corrections*, as the dock
+calls it) and classifies the scene again.
 
 Printed per round: mIoU and overall accuracy on the pixels no correction polygon covers (the
 polygons of all rounds, so every round is scored on the same pixels), accuracy on the corrected
 pixels, the share of pixels that changed class, and the seconds taken.
 
     .venv/bin/python bench/bench_review_loop.py [--rounds 3] [--json out.json]
+        [--without-training-data | --no-own-map] [--replay SHARE]
 
 ``tests/test_retrain_loop.py`` runs :func:`review_loop` with the defaults and checks the numbers.
 """
@@ -122,8 +124,10 @@ def write_corrections(path: Path, polygons: list, crs: str) -> None:
 
 def review_loop(folder: Path, rounds: int = 3, seed: int = 0, parent_steps: int = PARENT_STEPS,
                 retrain_steps: int = RETRAIN_STEPS, per_round: int = POLYGONS_PER_ROUND, replay: float = REPLAY,
-                log=print) -> LoopResult:
-    """Train the parent on summer, correct it on winter for ``rounds`` rounds; see the module docstring."""
+                own_map: bool = True, without_training_data: bool = False, log=print) -> LoopResult:
+    """Train the parent on summer, correct it on winter for ``rounds`` rounds; see the module docstring.
+    ``own_map``: the replay also draws from the current version's map outside the corrections (as the
+    dock does); ``without_training_data``: the summer scene is deleted once the parent is trained."""
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     summer = simulate_scene(SIZE, SIZE, seed=11 + seed, season="summer")
@@ -137,6 +141,9 @@ def review_loop(folder: Path, rounds: int = 3, seed: int = 0, parent_steps: int 
         backbone="vit_nano", classes=list(CLASSES), output=parent, tile_size=TILE, epochs=1,
         steps_per_epoch=parent_steps, batch_size=4, lr=3e-3, warmup_steps=10, val_fraction=0.0, device="cpu",
         seed=seed))
+    if without_training_data:
+        for path in (train_image, train_labels):
+            path.unlink()
     models, maps = [parent], []
     corrections = folder / "corrections.gpkg"
     drawn: list = []
@@ -149,8 +156,8 @@ def review_loop(folder: Path, rounds: int = 3, seed: int = 0, parent_steps: int 
             new = wrong_patches(prediction, reference, covered, winter.transform, per_round)
             drawn += new
             write_corrections(corrections, drawn, winter.crs)
-            version = retrain(models[-1], image, corrections, "class", steps=retrain_steps, replay=replay, device="cpu",
-                              seed=seed)
+            version = retrain(models[-1], image, corrections, "class", steps=retrain_steps, replay=replay,
+                              anchor_map=maps[-1][0] if own_map else None, device="cpu", seed=seed)
             models.append(version.model_path)
         output = folder / f"winter_classes_round{number}.tif"
         classify_file(image, output, models[-1], device="cpu", batch_size=8)
@@ -187,12 +194,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser.add_argument("--without-training-data", action="store_true",
+                        help="delete the summer scene once the parent is trained (replay the model's own map only)")
+    parser.add_argument("--no-own-map", action="store_true", help="replay the summer scene only, not the model's map")
+    parser.add_argument("--replay", type=float, default=REPLAY, help=f"replay share (default {REPLAY})")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="cwsam-review-loop-") as folder:
-        result = review_loop(Path(folder), args.rounds, args.seed)
+        result = review_loop(Path(folder), args.rounds, args.seed, replay=args.replay, own_map=not args.no_own_map,
+                             without_training_data=args.without_training_data)
     print(f"total {result.seconds:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in result.rounds], indent=1))

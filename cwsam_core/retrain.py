@@ -143,10 +143,10 @@ def check_label_classes(sources: Sequence[TrainingSource], card: ModelCard) -> N
 
 
 def replay_sources(parent: Parent, primary: Sequence[TrainingSource],
-                   fallback: Sequence[TrainingSource] = ()) -> List[TrainingSource]:
+                   extra: Sequence[TrainingSource] = ()) -> List[TrainingSource]:
     """The parent's own training sources (from its provenance) still on disk and unchanged, the new
-    labels themselves left out; without any, ``fallback`` (e.g. the parent's own map outside the
-    corrections, see :func:`anchor_labels`). Said in the log either way."""
+    labels themselves left out, and ``extra`` (e.g. the parent's own map outside the corrections, see
+    :func:`anchor_labels`). Said in the log."""
     found: List[TrainingSource] = []
     seen = set()
     for entry in parent.training_data():
@@ -158,17 +158,17 @@ def replay_sources(parent: Parent, primary: Sequence[TrainingSource],
             continue
         seen.add(key)
         found.append(source)
-    if not found and fallback:
-        LOG.info("replay: %s records no training data still on disk unchanged: replaying %s instead",
-                 parent.path.name, ", ".join(Path(s.label_path).name for s in fallback))
-        return list(fallback)
-    if not found:
-        LOG.warning("replay: %s records no training data still on disk unchanged: training on the new labels "
-                    "only", parent.path.name)
-    else:
+    if found:
         LOG.info("replay: %d training source(s) of %s (%s)", len(found), parent.path.name,
                  ", ".join(Path(s.label_path).name for s in found))
-    return found
+    elif extra:
+        LOG.info("replay: %s records no training data still on disk unchanged", parent.path.name)
+    else:
+        LOG.warning("replay: %s records no training data still on disk unchanged: training on the new labels "
+                    "only", parent.path.name)
+    if extra:
+        LOG.info("replay: also %s", ", ".join(Path(s.label_path).name for s in extra))
+    return found + list(extra)
 
 
 def _recorded_source(entry: dict, folder: Path) -> Optional[TrainingSource]:
@@ -203,9 +203,8 @@ ANCHOR_MARGIN = 8
 def anchor_labels(class_map: Path | str, corrections: Path | str, class_field: str, classes: Sequence,
                   output: Path, layer: Optional[str] = None, margin: int = ANCHOR_MARGIN, block: int = 1024) -> Path:
     """The parent's class map with the corrected places (and ``margin`` pixels around them) set to
-    nodata, written to ``output`` block by block: labels that keep what the parent did elsewhere,
-    replayed when its own training data are not on disk, so that a few corrections do not unlearn the
-    classes they lack."""
+    nodata, written to ``output`` block by block: labels that keep what the parent did elsewhere on this
+    raster, replayed so that a few corrections do not unlearn the classes they lack."""
     from .losses import IGNORE_INDEX
     from .polygons import PolygonLabels
 
@@ -309,8 +308,8 @@ def retrain(
 
     ``time_budget`` (minutes) or else ``steps`` optimizer steps; all corrections train (no validation
     part: the last weights are kept); ``band_indexes`` and ``input_scale`` read the raster as it was classified.
-    ``replay`` draws that share of the windows from the model's own training data where still on disk,
-    else from ``anchor_map`` (the model's class map of ``image``) outside the corrections.
+    ``replay`` draws that share of the windows from the model's own training data where still on disk
+    and from ``anchor_map`` (the model's class map of ``image``) outside the corrections.
     The version goes to ``output`` (default: :func:`next_version_path`)
     only once training finished and ``model`` still has ``expected_sha256`` (default: its hash now); it is
     written beside, as a temporary file, then linked into place, so an existing file is never replaced
@@ -346,7 +345,7 @@ def retrain(
                 check_label_classes([source], read_model_card(model))  # before the anchor reads the corrections
                 anchor = anchor_labels(anchor_map, corrections, class_field, config.classes,
                                        workspace / "anchor.tif", layer=layer)
-                config.replay_fallback = [TrainingSource(image, labels=anchor)]
+                config.replay_extra = [TrainingSource(image, labels=anchor)]
             result = train([source], config, progress=progress, should_cancel=should_cancel)
         except RetrainError:
             raise

@@ -115,7 +115,7 @@ class TrainConfig:
     init_model: Optional[Path] = None
     init_sha256: Optional[str] = None
     replay: float = 0.0  # share of windows drawn from the parent's own training sources, where still on disk
-    replay_fallback: List[TrainingSource] = field(default_factory=list)  # replayed when those are not on disk
+    replay_extra: List[TrainingSource] = field(default_factory=list)  # replayed besides them (e.g. its own map)
 
 
 @dataclass
@@ -633,7 +633,7 @@ def train(
         for source in sources:
             opened.append(_Source(source, config))
         if parent is not None and config.replay > 0:
-            replayed = [_Source(s, config) for s in replay_sources(parent, sources, config.replay_fallback)]
+            replayed = [_Source(s, config) for s in replay_sources(parent, sources, config.replay_extra)]
         config = _resolve(config, opened, model.pretrained_encoder)
         split_sources(opened, tile, config.val_fraction, config.seed)
         split_sources(replayed, tile, 0.0, config.seed)  # replayed windows train, never validate

@@ -5,10 +5,10 @@ in ``<map>_corrections.gpkg`` beside the map, or the existing one, with the mode
 ``class``, a style per class in the model's colours and editing on); every polygon drawn gets the class
 chosen in *Class to draw* (the field's default value; the form stays closed). *Retrain from
 corrections* runs a ``RetrainTask``: a short training from the map's model on the corrections (plus,
-where they are still on disk, the model's own training data), then the same raster classified with the
-new version, added above the previous map, and a summary of what changed. *Undo* returns to the
-previous version (its map and model; the newer files stay on disk). The engine does the work
-(``cwsam_core.retrain``); this file only wires widgets to it.
+replayed, its own map outside them and its training data where still on disk), then the same raster
+classified with the new version, added above the previous map, and a summary of what changed. *Undo*
+returns to the previous version (its map and model; the newer files stay on disk). The engine does the
+work (``cwsam_core.retrain``); this file only wires widgets to it.
 """
 
 from __future__ import annotations
@@ -101,9 +101,9 @@ class ReviewPanel(QWidget):
         self.steps_spin.setValue(60)
         self.replay_check = QCheckBox("Replay what the model knew", self)
         self.replay_check.setChecked(True)
-        self.replay_check.setToolTip(f"{DEFAULT_REPLAY:.0%} of the training windows come from the data the model "
-                                     "was trained on where still on disk, else from its own map outside the "
-                                     "corrections, so that correcting one place does not unlearn the rest")
+        self.replay_check.setToolTip(f"{DEFAULT_REPLAY:.0%} of the training windows come from the model's own map "
+                                     "outside the corrections and from the data it was trained on (where still on "
+                                     "disk), so that correcting one place does not unlearn the rest")
         self.extent_combo = QComboBox(self)
         self.extent_combo.addItems(["Whole layer", "Current map view"])
         self.retrain_button = QPushButton("Retrain from corrections", self)
