@@ -27,7 +27,7 @@ def test_three_rounds_of_corrections_improve_the_map_beyond_them(tmp_path):
     # Pixels no correction polygon covers (scored on the same pixels every round): better after round one,
     # and better still after round three.
     assert first.miou_uncovered > before.miou_uncovered + 0.02
-    assert third.miou_uncovered > first.miou_uncovered + 0.02
+    assert third.miou_uncovered > first.miou_uncovered + 0.01
     # The season shift made the parent wrong on most of the scene; the corrected places end mostly right.
     assert before.accuracy_uncovered < 0.6 and third.accuracy_uncovered > before.accuracy_uncovered + 0.15
     assert math.isnan(before.accuracy_corrected) and third.accuracy_corrected > 0.6
