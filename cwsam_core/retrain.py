@@ -149,13 +149,15 @@ def replay_sources(parent: Parent, primary: Sequence[TrainingSource],
     :func:`anchor_labels`). Said in the log."""
     found: List[TrainingSource] = []
     seen = set()
+    new_labels = {file_sha256(p.label_path) for p in primary if Path(p.label_path).is_file()}
     for entry in parent.training_data():
         source = _recorded_source(entry, parent.path.parent)
         if source is None:
             continue
         key = (source.image, str(source.label_path))
-        if key in seen or any(same_file(source.label_path, p.label_path) for p in primary):
-            continue
+        if key in seen or entry.get("labels_sha256") in new_labels or any(
+                same_file(source.label_path, p.label_path) for p in primary):
+            continue  # the new labels themselves (or a copy of them)
         seen.add(key)
         found.append(source)
     if found:

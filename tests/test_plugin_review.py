@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from plugin_helpers import CLASSES, cwsam_processing, write_model, write_sar
+from plugin_helpers import CLASSES, cwsam_processing, write_labels, write_model, write_sar
 from qgis.core import (
     QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem, QgsEditFormConfig, QgsGeometry,
     QgsProcessingException, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer, QgsVectorLayerUtils,
@@ -168,8 +168,13 @@ def test_retrain_algorithm_writes_the_next_version(qgis_app, tmp_path):
             result = processing.run("cwsam:retrain", parameters)
             assert result["OUTPUT"] == str(tmp_path / "lc.v2.cwsam.pt") and result["VERSION"] == 2
             assert result["PARENT_SHA256"] == file_sha256(model)
-            again = processing.run("cwsam:retrain", {**parameters, "MODEL": result["OUTPUT"]})
+            class_map = write_labels(tmp_path / "map.tif", raster)  # the model's classes 1, 2, 5 on the grid
+            again = processing.run("cwsam:retrain", {**parameters, "MODEL": result["OUTPUT"], "MAP": str(class_map)})
             assert again["OUTPUT"] == str(tmp_path / "lc.v3.cwsam.pt")
+            data = read_model_card(again["OUTPUT"]).provenance["data"]
+            # The map outside the corrections replayed (and the export of the earlier round's corrections, still on disk).
+            assert data[0]["role"] == "training" and {d["role"] for d in data[1:]} == {"replay"}
+            assert data[-1]["labels"].endswith("anchor.tif")
             assert [p["name"] for p in read_model_card(again["OUTPUT"]).provenance["lineage"]] == [
                 "lc.cwsam.pt", "lc.v2.cwsam.pt"]
             layer.dataProvider().changeAttributeValues({next(layer.getFeatures()).id(): {0: 9}})

@@ -13,7 +13,7 @@ from qgis.core import (
     QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
 )
 
-from ..layers import LayerError, raster_source
+from ..layers import LayerError, layer_file, raster_source
 from ..messages import for_the_dock
 from ..tasks.retrain_task import DEFAULT_MINUTES, DEFAULT_REPLAY
 from ..tasks.train_task import engine_log, expected_errors, log_to_feedback, progress_fraction
@@ -30,6 +30,7 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
     TIME_BUDGET = "TIME_BUDGET"
     STEPS = "STEPS"
     REPLAY = "REPLAY"
+    MAP = "MAP"
     SAM_CHECKPOINT = "SAM_CHECKPOINT"
     DEVICE = "DEVICE"
     OUTPUT = "OUTPUT"
@@ -49,7 +50,8 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
             "the next version beside it: model.cwsam.pt -> model.v2.cwsam.pt -> model.v3.cwsam.pt, never over an "
             "existing file, and only once training finished and the model file is unchanged. The new file names "
             "its parent (file name and SHA-256). Training time: minutes (0: Steps optimizer steps). Replay: share "
-            "of the training windows drawn from the model's own training data where it is still on disk. "
+            "of the training windows drawn from the model's own training data where it is still on disk, and from "
+            "Class map (the model's map of this raster, e.g. from Classify SAR raster) outside the corrections. "
             "Classify the raster with the new version with Classify SAR raster."
         )
 
@@ -73,6 +75,8 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(self.REPLAY, "Replay: share of windows from the model's own training data",
                                          QgsProcessingParameterNumber.Double, DEFAULT_REPLAY, minValue=0.0,
                                          maxValue=0.95),
+            QgsProcessingParameterRasterLayer(self.MAP, "Class map of the raster by this model (replayed outside the "
+                                              "corrections)", optional=True),
             QgsProcessingParameterFile(self.SAM_CHECKPOINT, "SAM checkpoint (models fine-tuned from SAM)",
                                        optional=True, fileFilter="SAM checkpoint (*.pth *.pt)"),
             QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue="auto",
@@ -100,6 +104,9 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(for_the_dock(str(exc))) from None
         minutes = self.parameterAsDouble(parameters, self.TIME_BUDGET, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context) or None
+        class_map = self.parameterAsRasterLayer(parameters, self.MAP, context)
+        if class_map is not None and layer_file(class_map) is None:
+            raise QgsProcessingException("the class map must be a GeoTIFF written by Classify SAR raster")
 
         def progress(info: dict) -> None:
             fraction = progress_fraction(info)
@@ -118,6 +125,7 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
                     sam_checkpoint=self.parameterAsFile(parameters, self.SAM_CHECKPOINT, context) or None,
                     time_budget=minutes or None, steps=self.parameterAsInt(parameters, self.STEPS, context),
                     replay=self.parameterAsDouble(parameters, self.REPLAY, context),
+                    anchor_map=layer_file(class_map) if class_map is not None else None,
                     device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
                     progress=progress, should_cancel=feedback.isCanceled)
         except expected_errors() as exc:
