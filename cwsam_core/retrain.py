@@ -4,7 +4,8 @@ A *warm start* continues training from an existing model file (``cwsam train --i
 backbone, classes, bands, scales, normalisation and tile size are the parent's, and the new file's
 provenance names the parent (file name and SHA-256) and the whole chain before it (``lineage``), so
 versions can be traced. Labels may only use the parent's classes. ``replay`` mixes in windows of the
-parent's own training sources, as its provenance records them, where they are still on disk unchanged.
+parent's own training sources, as its provenance records them, where they are still on disk unchanged,
+and, in the review loop, of the parent's own class map outside the corrections (:func:`anchor_labels`).
 
 :func:`retrain` is the review loop's step, shared by the CLI, the dock and Processing: train a warm
 start on correction polygons and publish it as the next version beside the parent
@@ -309,13 +310,13 @@ def retrain(
     """Train the next version of ``model`` on the correction polygons of ``corrections`` over ``image``.
 
     ``time_budget`` (minutes) or else ``steps`` optimizer steps; all corrections train (no validation
-    part: the last weights are kept); ``band_indexes`` and ``input_scale`` read the raster as it was classified.
-    ``replay`` draws that share of the windows from the model's own training data where still on disk
-    and from ``anchor_map`` (the model's class map of ``image``) outside the corrections.
-    The version goes to ``output`` (default: :func:`next_version_path`)
-    only once training finished and ``model`` still has ``expected_sha256`` (default: its hash now); it is
-    written beside, as a temporary file, then linked into place, so an existing file is never replaced
-    and nothing is left behind on error or cancel (``RetrainCancelled``).
+    part: the last weights are kept); ``band_indexes`` and ``input_scale`` read the raster as it was
+    classified. ``replay`` draws that share of the windows from the model's own training data where
+    still on disk and from ``anchor_map`` (the model's class map of ``image``) outside the corrections.
+    The version goes to ``output`` (default: :func:`next_version_path`) only once training finished and
+    ``model`` still has ``expected_sha256`` (default: its hash now); it is written beside, as a
+    temporary file, then linked into place, so an existing file is never replaced and nothing is left
+    behind on error or cancel (``RetrainCancelled``).
     """
     model = Path(model)
     expected = check_unchanged(model, expected_sha256)
