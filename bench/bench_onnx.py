@@ -7,8 +7,9 @@ Run: ``nice .venv/bin/python bench/bench_onnx.py`` (``make bench``). For each co
 - ONNX Runtime, CPU provider, the float32 export (``cwsam export``);
 - ONNX Runtime, the int8 export (``cwsam export --int8``: dynamic int8 quantisation of the linear layers);
 
-in batches of the engine's CPU batch size, with the same number of threads: one warm-up pass each, then the
-three take turns pass after pass (the median pass counts), so the shared machine's changing load hits all alike. Printed
+in batches of the engine's CPU batch size, with the same number of threads, each engine at its defaults. They take
+turns twice, each turn an untimed pass and timed ones; the median timed pass counts, so the shared machine's
+changing load hits all three alike. Printed
 and written to ``bench/out/bench_onnx.json``: tiles per second, the speed-up over PyTorch (targets: float32
 >= 1.3x, int8 >= 2x), the share of pixels whose class (argmax of the logits) equals PyTorch's (target for int8:
 >= 99 %), the largest logit difference, and the sizes of the model file and the exports.
@@ -88,22 +89,23 @@ def read_tiles(scene: Path, card: ModelCard, size: int, count: int) -> np.ndarra
     return np.stack(tiles).astype(np.float32)
 
 
-def interleaved(runs: dict, tiles: np.ndarray, batch: int, repeats: int) -> tuple:
-    """Tiles per second of each runner (name -> batch of images -> logits): after a warm-up pass each, the
-    runners take turns for ``repeats`` passes over the tiles (so a shared machine's changing load hits them
-    alike); the median pass counts. Also returns each runner's logits of its last pass."""
+def interleaved(runs: dict, tiles: np.ndarray, batch: int, repeats: int, rounds: int = 2) -> tuple:
+    """Tiles per second of each runner (name -> batch of images -> logits), each at its defaults. The runners
+    take turns ``rounds`` times: each turn is one untimed pass over the tiles (it also absorbs the threads the
+    previous runner leaves spinning) and ``repeats`` timed ones, so a shared machine's changing load hits all
+    alike; the median timed pass counts. Also returns each runner's logits of its last pass."""
     def one_pass(run):
         return np.concatenate([run(tiles[i : i + batch]) for i in range(0, len(tiles), batch)])
 
-    for run in runs.values():
-        one_pass(run)
     seconds = {name: [] for name in runs}
     logits = {}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for name, run in runs.items():
-            started = time.perf_counter()
-            logits[name] = one_pass(run)
-            seconds[name].append(time.perf_counter() - started)
+            one_pass(run)
+            for _ in range(repeats):
+                started = time.perf_counter()
+                logits[name] = one_pass(run)
+                seconds[name].append(time.perf_counter() - started)
     return {name: len(tiles) / float(np.median(s)) for name, s in seconds.items()}, logits
 
 
@@ -171,7 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both engines")
     parser.add_argument("--only", choices=["vit_tiny", "vit_b"], help="one configuration")
     parser.add_argument("--tiles", type=int, help="tiles per configuration (default 8 for vit_tiny, 4 for vit_b)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the tiles (default 3)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes over the tiles per turn (default 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
