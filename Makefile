@@ -47,7 +47,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup-light: $(LIGHT_STAMP)
 
-# Classification with ONNX exports only: ONNX Runtime instead of PyTorch (about 60 MB instead of 6 GB).
+# Classification with ONNX exports only: ONNX Runtime instead of PyTorch (about 300 MB installed instead of 6 GB).
 $(LIGHT_STAMP): requirements-classify.txt pyproject.toml
 	@$(MAKE) --no-print-directory apt-deps
 	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .devices import auto_batch_size, compile_encoder
+from .devices import LOG, auto_batch_size, compile_encoder
 from .runners import TileRunner, flip_mean
 
 
@@ -63,7 +63,7 @@ class TorchRunner(TileRunner):
         self.tile_size = int(size) if size is not None else None
         self.device = str(self.torch_device)
         if compile_model:
-            compile_encoder(self.model, warn) if warn else compile_encoder(self.model)
+            compile_encoder(self.model, warn or LOG.warning)
 
     def batch_size(self, tile: int) -> Tuple[int, str]:
         return auto_batch_size(self.model, self.torch_device, tile, lambda: _autocast(self.torch_device))

@@ -2,7 +2,7 @@
 
 QGIS runs its own Python (on Debian the system one), which has no torch. Two installs are offered: the
 light one (requirements-classify.txt, ``make setup-light``: ONNX Runtime, classification with ``.onnx``
-exports only, about 60 MB) and the full one (requirements.txt, ``make setup``: PyTorch too, for training,
+exports only, about 300 MB) and the full one (requirements.txt, ``make setup``: PyTorch too, for training,
 export and ``.cwsam.pt`` models, about 6 GB). The dependencies live in a separate virtual environment (by default the project's ``.venv`` made by ``make setup``)
 whose site-packages folder is added to the import path with ``site.addsitedir``, so the
 environment's ``.pth`` files (the editable install of ``cwsam_core``) apply too. Nothing here
@@ -41,7 +41,7 @@ REQUIRED: Dict[str, Optional[str]] = {
 FULL_ONLY = ("torch", "torchvision", "segment_anything")
 # The light install: classification with ONNX exports.
 LIGHT = tuple(name for name in REQUIRED if name not in FULL_ONLY)
-LIGHT_SIZE, FULL_SIZE = "about 60 MB", "about 6 GB"
+LIGHT_SIZE, FULL_SIZE = "about 300 MB", "about 6 GB"
 
 
 def modules_for_model(model_path: str | Path) -> List[str]:

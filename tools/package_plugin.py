@@ -7,7 +7,7 @@ Layout (one top folder, as the QGIS plugin manager expects)::
     cwsam_qgis/requirements.txt what the Python environment needs for the full install (torch & co, not
                                 bundled: too big and platform-specific), used by the commands the Setup tab shows
     cwsam_qgis/requirements-classify.txt  the light install: classification with ONNX models (onnxruntime,
-                                no torch; about 60 MB), offered first by the Setup tab when torch is missing
+                                no torch; about 300 MB), offered first by the Setup tab when torch is missing
     cwsam_qgis/LICENSE, README.md
 
 Usage: python tools/package_plugin.py [--output dist/cwsam_qgis-0.1.0.zip]
