@@ -19,9 +19,10 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 # Loads the plugin the way QGIS does (classFactory, initGui), opens the dock, clicks "Classify SAR layer",
 # runs the Processing algorithm, and prints what the user would see as one JSON line.
-SCRIPT = r'''
+# With ``plugin_parent``, ``tests_dir`` and ``environment`` set: starts QGIS, loads the plugin the way QGIS does
+# (classFactory, initGui) with that Python environment, and opens the dock (``app``, ``iface``, ``plugin``).
+START_PLUGIN = r'''
 import json, os, sys
-plugin_parent, tests_dir, environment, raster, model = sys.argv[1:6]
 sys.path.insert(0, plugin_parent)
 sys.path.append(tests_dir)
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
@@ -35,6 +36,11 @@ iface = HeadlessInterface()
 plugin = cwsam_qgis.classFactory(iface)
 plugin.initGui()
 plugin.show_dock(True)
+'''
+SCRIPT = r'''
+import sys
+plugin_parent, tests_dir, environment, raster, model = sys.argv[1:6]
+''' + START_PLUGIN + r'''
 out = {"missing": sorted(plugin.report.missing), "bar": [i.text() for i in iface.messageBar().items()],
        "setup": plugin.dock.setup_panel.details.toPlainText(),
        "tab": plugin.dock.tabs.tabText(plugin.dock.tabs.currentIndex()),

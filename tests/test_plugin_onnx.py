@@ -13,7 +13,7 @@ from plugin_helpers import CLASSES, write_model, write_sar
 from qgis.core import QgsPalettedRasterRenderer, QgsProject
 from test_onnx import NO_TORCH
 from test_plugin_classify import add_raster, dock, run_to_end  # noqa: F401 (dock is a fixture)
-from test_plugin_dependencies import SYSTEM_PYTHON, run_qgis_script
+from test_plugin_dependencies import START_PLUGIN, SYSTEM_PYTHON, run_qgis_script
 
 from cwsam_core.inference import classify_file
 from cwsam_core.onnx_export import export_onnx
@@ -56,21 +56,9 @@ def test_dock_classifies_with_an_onnx_model(dock, qtbot, tmp_path, models):
 # The plugin in a fresh QGIS process whose Python cannot import torch (the light install): what the Setup
 # and Fine-tune tabs say, the dock classifying with an .onnx model, cwsam:classify with .onnx and .cwsam.pt.
 LIGHT_SCRIPT = NO_TORCH + r'''
-import json, os, sys, time
-repo, environment, raster, onnx_model, pt_model, out_dir = sys.argv[1:7]
-sys.path.insert(0, repo)
-sys.path.append(os.path.join(repo, "tests"))
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
-app = QgsApplication([], False, os.environ["QGIS_CUSTOM_CONFIG_PATH"])
-app.setPrefixPath("/usr", True)
-app.initQgis()
-QgsSettings().setValue("cwsam/python_env", environment)
-from qgis_interface import HeadlessInterface
-import cwsam_qgis
-iface = HeadlessInterface()
-plugin = cwsam_qgis.classFactory(iface)
-plugin.initGui()
-plugin.show_dock(True)
+import time
+plugin_parent, tests_dir, environment, raster, onnx_model, pt_model, out_dir = sys.argv[1:8]
+''' + START_PLUGIN + r'''
 dock = plugin.dock
 out = {"light": plugin.report.light, "summary": plugin.report.summary(), "setup": dock.setup_panel.details.toPlainText(),
        "tab": dock.tabs.tabText(dock.tabs.currentIndex()), "bar": [i.text() for i in iface.messageBar().items()],
@@ -114,8 +102,8 @@ os._exit(0)  # never exitQgis(): it crashes at interpreter exit (ENVIRONMENT.md,
 @pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reason="needs Debian's Python with PyQGIS")
 def test_light_install_offers_onnx_and_says_what_training_needs(tmp_path, models):
     raster = write_sar(tmp_path / "sar.tif")
-    out = run_qgis_script(tmp_path, LIGHT_SCRIPT, [REPO, REPO / ".venv", raster, models["onnx"], models["pt"],
-                                                   tmp_path])
+    out = run_qgis_script(tmp_path, LIGHT_SCRIPT, [REPO, REPO / "tests", REPO / ".venv", raster, models["onnx"],
+                                                   models["pt"], tmp_path])
     assert out["light"] and "light install" in out["summary"] and out["tab"] == "Classify"
     assert not [text for text in out["bar"] if "cannot import" in text]  # nothing to fix: no warning at load
     assert "Light install: classification with ONNX models (.onnx) works" in out["setup"]
