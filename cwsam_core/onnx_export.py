@@ -104,9 +104,14 @@ def export_onnx(model_path: Path | str, output: Path | str, sam_checkpoint: Opti
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about Python values fixed by the tile size
-            torch.onnx.export(model, (images,), str(partial), dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+            try:
+                torch.onnx.export(model, (images,), str(partial), dynamo=False, opset_version=OPSET,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+            except Exception as exc:  # noqa: BLE001 - the exporter's errors name an operator or a Python line
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+                raise ExportError(f"this {card.backbone} model cannot be exported to ONNX ({type(exc).__name__}: "
+                                  f"{first}); please report it") from None
         difference = _max_difference(ort, partial, images.numpy(), reference)
         scale = max(1.0, float(np.abs(reference).max()))
         if not difference <= MAX_RELATIVE_DIFFERENCE * scale:
