@@ -117,6 +117,12 @@ def test_review_retrain_and_undo(dock, qtbot, tmp_path):
     assert QgsProject.instance().mapLayer(new_id) is None
     assert panel.map_layer().id() == first_map.id() and panel.reviewed.model == model
     assert version.is_file() and not panel.undo_button.isEnabled()
+    # The retraining settings are remembered.
+    from cwsam_qgis.widgets.review_panel import ReviewPanel
+
+    again = ReviewPanel(HeadlessInterface())
+    assert again.time_spin.value() == 0 and again.steps_spin.value() == 3 and again.steps_spin.isEnabled()
+    again.shutdown()
 
 
 def test_refusals_are_one_line_and_write_no_version(dock, qtbot, tmp_path):

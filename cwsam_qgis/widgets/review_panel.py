@@ -40,6 +40,10 @@ from ..tasks.retrain_task import (
 )
 from .scrolling import scrolling_content
 
+# Keys under "cwsam/".
+KEY_TIME = "review/time_budget"  # minutes; 0: train for Steps
+KEY_STEPS = "review/steps"
+KEY_REPLAY = "review/replay"
 CLASS_FIELD = "class"
 CORRECTIONS_LAYER = "corrections"
 CORRECTIONS_PROPERTY = "corrections"  # OUTPUT_PROPERTY of a correction layer
@@ -151,7 +155,10 @@ class ReviewPanel(QWidget):
         self.retrain_button.clicked.connect(self.retrain)
         self.cancel_button.clicked.connect(self.cancel)
         self.undo_button.clicked.connect(self.undo)
-        self.steps_spin.setEnabled(False)
+        self.time_spin.setValue(settings.value(KEY_TIME, DEFAULT_MINUTES))
+        self.steps_spin.setValue(settings.value(KEY_STEPS, 60))
+        self.replay_check.setChecked(settings.value(KEY_REPLAY, True))
+        self.steps_spin.setEnabled(not self.time_spin.value())
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -335,6 +342,9 @@ class ReviewPanel(QWidget):
             bounds=bounds, sam_checkpoint=sam, device="auto")
         if corrections.temporary:
             job.cleanup.append(corrections.remove)
+        settings.set_value(KEY_TIME, self.time_spin.value())
+        settings.set_value(KEY_STEPS, self.steps_spin.value())
+        settings.set_value(KEY_REPLAY, self.replay_check.isChecked())
         self.task = RetrainTask(job)
         self.task.fraction_done.connect(self._on_fraction)
         self.task.note.connect(lambda note: messages.log(note, Qgis.Info))
