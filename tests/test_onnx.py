@@ -24,7 +24,7 @@ from cwsam_core.cli import main as cwsam_main
 from cwsam_core.inference import ClassificationError, classify_file
 from cwsam_core.model_file import ModelFileError, load_model_file, read_model_card, save_model_file
 from cwsam_core.onnx_export import ExportError, export_onnx
-from cwsam_core.onnx_model import OnnxRunner, read_onnx_export
+from cwsam_core.onnx_model import OnnxRunner, execution_providers, read_onnx_export
 
 from model_helpers import write_sam_checkpoint
 from test_inference import CLASSES, card_for, write_sar
@@ -224,6 +224,19 @@ def test_export_guards_its_output(tmp_path, capsys):
     assert "ONNX export written to" in capsys.readouterr().out
     assert read_onnx_export(tmp_path / "m.onnx")[1]["tile_size"] == 128
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_execution_providers_follow_the_device_setting():
+    gpu_build = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers("auto", gpu_build) == gpu_build  # CUDA first, the CPU as ONNX Runtime's fallback
+    assert execution_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert execution_providers("cpu", gpu_build) == ["CPUExecutionProvider"]
+    assert execution_providers("cuda:1", gpu_build) == [("CUDAExecutionProvider", {"device_id": 1}),
+                                                        "CPUExecutionProvider"]
+    for device, message in (("cuda", "no CUDA support"), ("mps", "not available for ONNX models"),
+                            ("cuda:x", "unknown device")):
+        with pytest.raises(ClassificationError, match=message):
+            execution_providers(device, ["CPUExecutionProvider"] if device == "cuda" else gpu_build)
 
 
 @pytest.mark.slow  # about 60 s on 2 cores: a 360 MB checkpoint written, traced and run twice

@@ -62,7 +62,7 @@ plugin_parent, tests_dir, environment, raster, onnx_model, pt_model, out_dir = s
 dock = plugin.dock
 out = {"light": plugin.report.light, "summary": plugin.report.summary(), "setup": dock.setup_panel.details.toPlainText(),
        "tab": dock.tabs.tabText(dock.tabs.currentIndex()), "bar": [i.text() for i in iface.messageBar().items()],
-       "train_note": dock.train_panel.install_label.text(),
+       "train_note": dock.train_panel.install_label.text(), "onnx_line": dock.setup_panel.onnx_label.text(),
        "train_note_shown": not dock.train_panel.install_label.isHidden()}
 out["train_started"] = dock.train_panel.start_training()
 layer = QgsRasterLayer(raster, "sar")
@@ -108,6 +108,7 @@ def test_light_install_offers_onnx_and_says_what_training_needs(tmp_path, models
     assert not [text for text in out["bar"] if "cannot import" in text]  # nothing to fix: no warning at load
     assert "Light install: classification with ONNX models (.onnx) works" in out["setup"]
     assert "make setup" in out["setup"] and "torch" in out["setup"]
+    assert "ONNX models run with ONNX Runtime" in out["onnx_line"] and "CPU" in out["onnx_line"]
     assert out["train_note_shown"] and "Training needs the full install" in out["train_note"]
     assert "make setup" in out["train_note"] and not out["train_started"]
     assert "full install" in out["pt_status"] and "cannot import torch" in out["pt_status"]

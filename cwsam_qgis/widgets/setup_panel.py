@@ -24,6 +24,18 @@ def device_line(setting: str) -> str:
     return f"Runs on {reason}" if device is not None else f"Cannot run: {reason}"
 
 
+def onnx_line() -> str:
+    """Where ONNX models run: "ONNX models run with ONNX Runtime 1.30.0 on: CPU" (CUDA first where
+    onnxruntime-gpu has it). Never raises."""
+    try:
+        import onnxruntime
+    except Exception as exc:  # noqa: BLE001 - not installed or broken: the report above says what to do
+        return f"ONNX models: ONNX Runtime does not import ({type(exc).__name__})"
+    names = {"CUDAExecutionProvider": "CUDA GPU", "CPUExecutionProvider": "CPU"}
+    places = [names[p] for p in onnxruntime.get_available_providers() if p in names]
+    return f"ONNX models run with ONNX Runtime {onnxruntime.__version__} on: {', '.join(places) or 'nothing usable'}"
+
+
 class SetupPanel(QWidget):
     """The Python environment setting, a "Check again" button and the dependency report."""
 
@@ -44,6 +56,9 @@ class SetupPanel(QWidget):
         self.device_label = QLabel(self)
         self.device_label.setWordWrap(True)
         self.device_label.setToolTip("For the Classify tab's Device setting")
+        self.onnx_label = QLabel(self)
+        self.onnx_label.setWordWrap(True)
+        self.onnx_label.setToolTip("For models exported to ONNX (.onnx)")
         self.details = QPlainTextEdit(self)
         self.details.setReadOnly(True)
         self.details.setFont(QFont("monospace"))
@@ -54,6 +69,7 @@ class SetupPanel(QWidget):
         layout.addWidget(self.check_button)
         layout.addWidget(self.status_label)
         layout.addWidget(self.device_label)
+        layout.addWidget(self.onnx_label)
         layout.addWidget(self.details, 1)
         self.check_button.clicked.connect(self.recheck)
         if report is not None:
@@ -76,3 +92,4 @@ class SetupPanel(QWidget):
         self.details.setPlainText(report.details())
         self.device_label.setText(device_line(settings.value(settings.DEVICE)) if report.ok and not report.light
                                   else "")
+        self.onnx_label.setText(onnx_line() if report.ok else "")
