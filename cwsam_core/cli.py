@@ -58,12 +58,8 @@ def _register_info(subparsers: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from .card import CheckpointError, ModelFileError
+    from .onnx_export import ExportError, export_onnx
 
-    try:
-        from .onnx_export import ExportError, export_onnx
-    except ImportError as exc:
-        raise CliError(f"export needs the full install with PyTorch and onnx ({exc}): make setup, or "
-                       "pip install -r requirements.txt") from None
     try:
         result = export_onnx(args.model, args.output, sam_checkpoint=args.sam_checkpoint, int8=args.int8,
                              tile_size=args.tile_size)
@@ -699,6 +695,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CliError as exc:
         print(f"cwsam {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:
+        if not _needs_full_install(exc):
+            raise
+        print(f"cwsam {args.command}: error: this needs the full install with PyTorch ({exc}): make setup, or pip "
+              "install -r requirements.txt; the light install classifies with ONNX models (.onnx)", file=sys.stderr)
+        return 2
+
+
+# What the light install (requirements-classify.txt) leaves out: training, export and .cwsam.pt models need it.
+FULL_INSTALL_MODULES = ("torch", "torchvision", "segment_anything", "onnx")
+
+
+def _needs_full_install(exc: ImportError) -> bool:
+    """Whether ``exc`` is a module of the full install missing (not a broken install of something else)."""
+    name = (exc.name or "").split(".")[0]
+    return name in FULL_INSTALL_MODULES or any(f"'{module}'" in str(exc) for module in FULL_INSTALL_MODULES)
 
 
 if __name__ == "__main__":

@@ -157,6 +157,14 @@ def test_classification_runs_without_torch(demo_exports, torch_map, tmp_path):
     refused = run_without_torch("classify", DEMO_SCENE, "--model", DEMO_MODEL, "--output", tmp_path / "pt.tif")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert "needs the full install with PyTorch" in refused.stderr and not (tmp_path / "pt.tif").exists()
+    # Export and training need it too: one line each, that says how to get it.
+    for command in (["export", DEMO_MODEL, "--output", tmp_path / "m.onnx"],
+                    ["train", "--image", DEMO_SCENE, "--labels", DEMO_REFERENCE, "--backbone", "vit_tiny",
+                     "--output", tmp_path / "m.cwsam.pt"]):
+        refused = run_without_torch(*command)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "needs the full install with PyTorch" in refused.stderr and "make setup" in refused.stderr
+    assert not list(tmp_path.glob("m.*"))
 
 
 def test_bad_onnx_files_one_line_each(demo_exports, tmp_path):
