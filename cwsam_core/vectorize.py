@@ -73,7 +73,11 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.features import shapes
 from rasterio.windows import Window
 
+# Never torch: vectorising a map needs only rasterio, shapely and pyogrio (the card and the raster styling
+# are torch-free), and works with the light install.
+from .card import ClassInfo, default_color
 from .paths import OutputConflictError, check_outputs, output_file_problem, raster_input_files
+from .raster_output import CLASS_NODATA, hex_to_rgba
 
 with warnings.catch_warnings():
     # pyogrio imports Debian's pyproj when present, which warns about its own data directory; pyogrio
@@ -84,12 +88,6 @@ with warnings.catch_warnings():
     from pyogrio.raw import write as write_vector
 
 LOG = logging.getLogger("cwsam")
-# This module never imports torch (model_file, raster_output and classes do): vectorising a map needs
-# only rasterio, shapely and pyogrio, and stays light. Hence these copies, which a test keeps equal to
-# raster_output.CLASS_NODATA and model_file.PALETTE.
-CLASS_NODATA = 255
-PALETTE = ["#1f5fff", "#2e9e3f", "#d9a21b", "#c73b3b", "#8c8c8c", "#8e44ad", "#16a085", "#e67e22",
-           "#34495e", "#f1c40f"]
 ProgressCallback = Callable[[float, str], None]
 PathLike = Union[str, os.PathLike]
 
@@ -110,24 +108,6 @@ class VectorizeError(ValueError):
 
 class VectorizeCancelled(RuntimeError):
     """The user cancelled; nothing was left at the output path."""
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    """One class of the map: value, name and colour (#rrggbb); ``model_file.ClassInfo`` items work too."""
-
-    value: int
-    name: str
-    color: str
-
-
-def default_color(index: int) -> str:
-    return PALETTE[index % len(PALETTE)]
-
-
-def hex_to_rgba(color: str) -> Tuple[int, int, int, int]:
-    value = color.lstrip("#")
-    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16), 255
 
 
 @dataclass
