@@ -210,7 +210,9 @@ class OnnxRunner(TileRunner):
                 f"at that size)")
         ort = import_onnxruntime()
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: a missing CUDA library is reported by the provider list
+        # Fatal only: a CUDA provider that cannot start (no GPU, missing CUDA libraries) falls back to the CPU,
+        # which the provider list, the summary line and the run record say; it is not an error.
+        options.log_severity_level = 4
         if threads:
             options.intra_op_num_threads = threads
         requested = execution_providers(device, ort.get_available_providers())
