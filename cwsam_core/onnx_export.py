@@ -78,8 +78,8 @@ def export_onnx(model_path: Path | str, output: Path | str, sam_checkpoint: Opti
     """Export the model file at ``model_path`` (with its SAM checkpoint where it needs one) to ``output``.
 
     ``tile_size`` (default: the size the model was trained at, as ``cwsam classify`` uses it) is the only
-    size the export runs at. Written to a temporary file
-    and renamed at the end: after an error nothing is left at ``output``.
+    size the export runs at; ``seed`` draws the test batch compared with PyTorch. Written to a temporary
+    file and renamed at the end: after an error nothing is left at ``output``.
     """
     model_path, output = Path(model_path), Path(output)
     check_export_paths(model_path, output, sam_checkpoint)
