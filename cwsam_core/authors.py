@@ -216,7 +216,7 @@ def import_authors_checkpoint(
     if config is not None and config.input_size not in (None, input_size):
         raise AuthorsImportError(f"{checkpoint.name} was built for {input_size} px inputs but {config.path.name} "
                                  f"sets inp_size: {config.input_size}")
-    model = build_model(backbone, count, input_size, refine_channels=0, embedding_layout="authors")
+    model = build_model(backbone, count, input_size, refine_channels=0, embedding_layout="authors", pixel_expert=False)
     # Every tensor of their model, nothing missing; the frozen ones equal SAM's (checked above), so the
     # model file can name SAM's checkpoint for them.
     report = load_into_model(model, renamed, allow_new=False)

@@ -24,6 +24,8 @@ class BackboneConfig:
     sam_checkpoint: Optional[str] = None  # official file name, where SAM released one
     # Width of the full-resolution logit refinement of models trained from scratch (0: none).
     refine_channels: int = 0
+    # A per-pixel Gaussian classifier combined with the logits (modeling.pixel_expert), from scratch only.
+    pixel_expert: bool = False
     description: str = ""
 
 
@@ -37,8 +39,8 @@ BACKBONES: Dict[str, BackboneConfig] = {
     # Small configurations with SAM's layout, trained from scratch: CPU machines, the demo, tests.
     "vit_tiny": BackboneConfig(256, 6, 4, (2, 5), window_size=8, prompt_dim=64, decoder_mlp_dim=256,
                                decoder_heads=4, iou_head_hidden_dim=64, default_input_size=128, refine_channels=8,
-                               description="small ViT trained from scratch (CPU, no SAM weights)"),
+                               pixel_expert=True, description="small ViT trained from scratch (CPU, no SAM weights)"),
     "vit_nano": BackboneConfig(64, 2, 2, (1,), window_size=4, prompt_dim=32, decoder_mlp_dim=64,
                                decoder_heads=2, iou_head_hidden_dim=32, default_input_size=128, refine_channels=8,
-                               description="minimal ViT for unit tests"),
+                               pixel_expert=True, description="minimal ViT for unit tests"),
 }

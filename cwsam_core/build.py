@@ -52,12 +52,14 @@ def backbone_by_shape(width: int, depth: int) -> Optional[str]:
 
 def build_model(backbone: str, num_classes: int, input_size: Optional[int] = None,
                 refine_channels: Optional[int] = None, embedding_layout: str = "ours",
-                input_clip: Optional[float] = None, position_tables: str = DEFAULT_POSITION_TABLES) -> CWSAM:
+                input_clip: Optional[float] = None, position_tables: str = DEFAULT_POSITION_TABLES,
+                pixel_expert: Optional[bool] = None) -> CWSAM:
     """A randomly initialised CWSAM model; every parameter trainable. ``refine_channels`` defaults to
     the backbone's (a full-resolution logit refinement for backbones trained from scratch);
     ``embedding_layout`` is the input module's (see modeling.low_frequency.EMBEDDING_LAYOUTS: "authors"
     for models imported from the authors' code), ``input_clip`` the clipping of normalised inputs
-    before the encoder, ``position_tables`` how position tables are fitted to another input size."""
+    before the encoder, ``position_tables`` how position tables are fitted to another input size,
+    ``pixel_expert`` whether a per-pixel Gaussian classifier joins the logits (default: the backbone's)."""
     config = backbone_config(backbone)
     size = input_size or config.default_input_size
     if size <= 0 or size % PATCH_SIZE:
@@ -83,7 +85,8 @@ def build_model(backbone: str, num_classes: int, input_size: Optional[int] = Non
     )
     refine = config.refine_channels if refine_channels is None else refine_channels
     model = CWSAM(encoder, decoder, backbone=backbone, refine_channels=refine, input_clip=input_clip,
-                  position_tables=position_tables)
+                  position_tables=position_tables,
+                  pixel_expert=config.pixel_expert if pixel_expert is None else pixel_expert)
     configure_trainable(model, pretrained_encoder=False)
     return model
 
@@ -163,7 +166,7 @@ def build_cwsam(
     # A pretrained SAM encoder keeps the published method (no refinement) and gets inputs in its range.
     pretrained = sam_checkpoint is not None
     model = build_model(backbone, num_classes, input_size, 0 if pretrained else None,
-                        input_clip=SAM_INPUT_CLIP if pretrained else None)
+                        input_clip=SAM_INPUT_CLIP if pretrained else None, pixel_expert=False if pretrained else None)
     if sam_checkpoint is not None:
         load_sam_weights(model, sam_checkpoint)
     return model
@@ -183,7 +186,8 @@ def load_authors_checkpoint(path: Path | str, input_size: Optional[int] = None) 
         raise CheckpointError(f"{path} is not a checkpoint of the CWSAM authors' code (no Space_Adapter tensors)")
     state, dropped = from_authors_layout(state)
     backbone, num_classes = authors_model_shape(state, path)
-    model = build_model(backbone, num_classes, input_size, refine_channels=0, embedding_layout="authors")
+    model = build_model(backbone, num_classes, input_size, refine_channels=0, embedding_layout="authors",
+                        pixel_expert=False)
     report = load_into_model(model, state, allow_new=False)
     report.ignored = dropped
     configure_trainable(model, pretrained_encoder=True)

@@ -77,6 +77,7 @@ class ModelCard:
     input_clip: Optional[float] = None  # normalised inputs clipped to +-input_clip before the encoder
     position_tables: str = "interpolate"  # how position tables fit another input size (crop, interpolate)
     embedding_layout: str = "ours"  # "authors": a model imported from the authors' code
+    pixel_expert: bool = False  # a per-pixel Gaussian classifier joins the logits (modeling.pixel_expert)
     gsd: Optional[float] = None
     sam_checkpoint: Optional[Dict[str, str]] = None  # {"name", "sha256"}; None when self-contained
     provenance: Dict[str, Any] = field(default_factory=dict)
@@ -134,6 +135,8 @@ class ModelCard:
             + (" (at other sizes the global position tables are cropped)" if self.position_tables == "crop" else ""),
             "Refinement:      " + (f"full-resolution, {self.refine_channels} channels" if self.refine_channels
                                     else "none"),
+            *(["Pixel expert:    Gaussian classifier on each pixel and its 5 x 5 means, fitted on the training "
+               "labels"] if self.pixel_expert else []),
             f"GSD:             {self.gsd if self.gsd is not None else 'unknown'}",
             *(["Embedding:       the authors' layout (a model trained with their code)"]
               if self.embedding_layout == "authors" else []),

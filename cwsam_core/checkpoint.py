@@ -21,7 +21,7 @@ StateDict = Dict[str, torch.Tensor]
 
 # Tensors CWSAM adds to SAM: absent from an official SAM checkpoint by design.
 CWSAM_ADDITIONS = (".attn_adapter.", ".mlp_adapter.", "image_encoder.input_module.", "mask_decoder.class_head.",
-                   "refinement.")
+                   "refinement.", "pixel_expert.")
 
 # The two prompt-encoder tensors a prompt-free decoder uses; the rest of the prompt encoder is not needed.
 PROMPT_ENCODER_MAP = {

@@ -658,6 +658,8 @@ def train(
                                          [s.dataset.width * s.dataset.height for s in training_sources])
         for reader in readers:
             reader.stats = stats
+        if model.pixel_expert is not None:
+            _fit_pixel_expert(model, training_sources, tile, config, mix_sources(replayed, config.replay))
         # Without given weights: plain cross-entropy from scratch (inverse-frequency weights made small
         # models trade the common classes for the rare ones on real SAR), inverse square-root frequency
         # weights for adapters on SAM, as before.
@@ -693,7 +695,7 @@ def train(
             card.gsd = parent.card.gsd
         data_fingerprint = [_fingerprint(given, source in training_sources) for given, source in zip(sources, opened)]
         data_fingerprint += [_fingerprint(s.given, True, "replay") for s in replayed]
-        mix = (replayed, config.replay) if replayed else None
+        mix = mix_sources(replayed, config.replay)
         cancelled = finished = False
         clock.start()
         epochs = itertools.count(start_epoch) if clock.budget is not None else range(start_epoch, config.epochs)
@@ -784,6 +786,28 @@ def _save_model(output: Path, model, card: ModelCard, parent=None) -> None:
 
         check_unchanged(parent.path, parent.sha256)
     save_model_file(output, model, card)
+
+
+def mix_sources(replayed: List[_Source], share: float) -> Optional[Tuple[List[_Source], float]]:
+    """The replay argument of :func:`_draw_batch`: None without replayed sources."""
+    return (replayed, share) if replayed else None
+
+
+# Pixels the per-pixel Gaussian classifier is fitted from: windows of the training part, about 1 M pixels.
+PIXEL_EXPERT_PIXELS = 2 ** 20
+
+
+def _fit_pixel_expert(model, sources: List[_Source], tile: int, config: TrainConfig,
+                      replay: Optional[Tuple[List[_Source], float]]) -> None:
+    """Fit the model's per-pixel Gaussian classifier on labelled pixels of training windows, drawn as
+    training draws them (rare classes included) from a random stream of its own: the training draws
+    stay as they were, and every process of a distributed run fits the same parameters. A warm start
+    refits the classes its new labels hold and keeps its parent's fit of the others."""
+    windows = max(4, min(64, PIXEL_EXPERT_PIXELS // (tile * tile)))
+    rng = np.random.default_rng([config.seed, 0x9E37])
+    images, labels = _draw_batch(sources, tile, windows, rng, False, config.balanced_sampling, replay)
+    counts = model.pixel_expert.fit(images, labels, seed=config.seed)
+    LOG.info("pixel expert fitted on %s labelled pixels per class", counts.tolist())
 
 
 def _epochs_estimate(config: TrainConfig, clock: _Clock, epoch: int) -> int:

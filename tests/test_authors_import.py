@@ -252,8 +252,8 @@ def test_bad_input_one_clear_line_and_nothing_written(tmp_path, capsys, nano_fil
 
 def test_input_module_layouts_differ_only_in_the_embedding_order():
     torch.manual_seed(0)
-    ours = build_model("vit_nano", 3, refine_channels=0).eval()
-    theirs = build_model("vit_nano", 3, refine_channels=0, embedding_layout="authors").eval()
+    ours = build_model("vit_nano", 3, refine_channels=0, pixel_expert=False).eval()
+    theirs = build_model("vit_nano", 3, refine_channels=0, embedding_layout="authors", pixel_expert=False).eval()
     theirs.load_state_dict(ours.state_dict())
     images = torch.randn(1, 3, 128, 128)
     patches = ours.image_encoder.patch_embed(images)  # 1 x 8 x 8 x 64

@@ -141,7 +141,7 @@ def test_sam_checkpoint_loads_with_nothing_missing(nano_sam_checkpoint):
     assert {"pe_layer.positional_encoding_gaussian_matrix", "no_mask_embed.weight"} <= set(report.loaded)
     torch.testing.assert_close(model.no_mask_embed.weight, sam_state["prompt_encoder.no_mask_embed.weight"])
     assert all(k.startswith("prompt_encoder.") for k in report.ignored)
-    assert all(any(m in k for m in ("adapter", "input_module", "class_head", "refinement")) for k in report.new)
+    assert all(any(m in k for m in ("adapter", "input_module", "class_head", "refinement", "pixel_expert")) for k in report.new)
     assert model.sam_checkpoint_identity["name"] == "sam_vit_nano.pth"
 
 

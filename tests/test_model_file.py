@@ -179,7 +179,7 @@ def _to_authors_layout(state):
 def test_authors_checkpoint_layout_loads_with_nothing_missing(tmp_path):
     torch.manual_seed(0)
     # The authors' model: no refinement, their embedding layout.
-    model = build_model("vit_nano", 5, refine_channels=0, embedding_layout="authors").eval()
+    model = build_model("vit_nano", 5, refine_channels=0, embedding_layout="authors", pixel_expert=False).eval()
     authors = _to_authors_layout(model.state_dict())
     authors["criterionBCE.weight"] = torch.tensor([1.5, 1, 0.5, 1.9, 0.1])  # their loss's class weights
     assert any(k.startswith("image_encoder.prompt_generator.lightweight_mlp_1.0.") for k in authors)

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from .classwise_decoder import ClasswiseMaskDecoder
 from .image_encoder import AdaptedImageEncoderViT
+from .pixel_expert import PixelGaussianExpert
 from .refinement import FullResolutionRefinement
 
 
@@ -27,6 +28,7 @@ class CWSAM(nn.Module):
         refine_channels: int = 0,
         input_clip: float | None = None,
         position_tables: str = "interpolate",
+        pixel_expert: bool = False,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
@@ -38,6 +40,9 @@ class CWSAM(nn.Module):
         # Optional full-resolution refinement of the logits (encoders trained from scratch only).
         self.refinement = (FullResolutionRefinement(mask_decoder.num_classes, refine_channels)
                            if refine_channels > 0 else None)
+        # Optional per-pixel Gaussian classifier combined with the logits at inference (from scratch only);
+        # fitted on the training labels by the trainer, neutral until then.
+        self.pixel_expert = PixelGaussianExpert(mask_decoder.num_classes) if pixel_expert else None
         # Set by the builder when SAM weights are loaded: {"name": file name, "sha256": digest}.
         self.sam_checkpoint_identity: dict | None = None
         # True when the encoder holds pretrained SAM weights (then only its additions train).
@@ -80,4 +85,6 @@ class CWSAM(nn.Module):
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
         if self.refinement is not None:
             logits = self.refinement(images, logits)
+        if self.pixel_expert is not None and not self.training:
+            logits = logits + self.pixel_expert(images).to(logits.dtype)
         return logits
