@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_classify.py
 	$(PY) bench/bench_vectorize.py
 	$(PY) bench/bench_onnx.py
+	$(PY) bench/bench_review_loop.py
 
 bench-train: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-bench.txt
