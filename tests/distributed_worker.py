@@ -16,6 +16,8 @@ from cwsam_core.model_file import ClassInfo
 from cwsam_core.simulate import SIMULATED_CLASSES
 from cwsam_core.trainable import trainable_names
 
+BATCH = 2
+
 
 def main() -> None:
     image, labels, folder = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
@@ -26,7 +28,8 @@ def main() -> None:
 
     def recording_draw(*args, **kwargs):
         images, target = draw(*args, **kwargs)
-        first_batch.append(float(images.double().sum()))
+        if len(images) == BATCH:  # a training batch (the pixel expert's draw, the same in every rank, is larger)
+            first_batch.append(float(images.double().sum()))
         return images, target
 
     training._draw_batch = recording_draw  # observe which windows this rank trains on
@@ -36,7 +39,7 @@ def main() -> None:
     config = training.TrainConfig(
         backbone="vit_nano", classes=[ClassInfo(c.value, c.name, c.color) for c in SIMULATED_CLASSES],
         output=folder / f"rank{rank}" / "model.cwsam.pt", tile_size=32, epochs=1, steps_per_epoch=2,
-        batch_size=2, lr=1e-2, warmup_steps=1, val_fraction=0.25, device="cpu", seed=3,
+        batch_size=BATCH, lr=1e-2, warmup_steps=1, val_fraction=0.25, device="cpu", seed=3,
     )
     result = training.train([training.TrainingSource(image, labels)], config)
     model = built[0]
