@@ -658,8 +658,9 @@ def train(
                                          [s.dataset.width * s.dataset.height for s in training_sources])
         for reader in readers:
             reader.stats = stats
+        mix = mix_sources(replayed, config.replay)
         if model.pixel_expert is not None:
-            _fit_pixel_expert(model, training_sources, tile, config, mix_sources(replayed, config.replay))
+            _fit_pixel_expert(model, training_sources, tile, config, mix)
         # Without given weights: plain cross-entropy from scratch (inverse-frequency weights made small
         # models trade the common classes for the rare ones on real SAR), inverse square-root frequency
         # weights for adapters on SAM, as before.
@@ -695,7 +696,6 @@ def train(
             card.gsd = parent.card.gsd
         data_fingerprint = [_fingerprint(given, source in training_sources) for given, source in zip(sources, opened)]
         data_fingerprint += [_fingerprint(s.given, True, "replay") for s in replayed]
-        mix = mix_sources(replayed, config.replay)
         cancelled = finished = False
         clock.start()
         epochs = itertools.count(start_epoch) if clock.budget is not None else range(start_epoch, config.epochs)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
@@ -61,8 +59,9 @@ class PixelGaussianExpert(nn.Module):
         fitted = self.fitted.view(1, -1, 1, 1) > 0
         log_likelihood = torch.where(fitted, log_likelihood, torch.full_like(log_likelihood, -1e30))
         posterior = torch.log_softmax(log_likelihood, dim=1).clamp(min=LOG_POSTERIOR_FLOOR)
-        uniform = -math.log(max(int(self.fitted.sum().item()), 1))
-        return torch.where(fitted, posterior, torch.full_like(posterior, uniform))
+        # From the buffer as a tensor: no device-to-host sync on every tile.
+        uniform = -torch.log(self.fitted.sum().clamp(min=1.0)).to(posterior.dtype)
+        return torch.where(fitted, posterior, uniform.expand_as(posterior))
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor, labels: torch.Tensor, max_pixels: int = 200_000, seed: int = 0) -> np.ndarray:
