@@ -78,6 +78,7 @@ class ModelCard:
     position_tables: str = "interpolate"  # how position tables fit another input size (crop, interpolate)
     embedding_layout: str = "ours"  # "authors": a model imported from the authors' code
     pixel_expert: bool = False  # a per-pixel Gaussian classifier joins the logits (modeling.pixel_expert)
+    pixel_expert_weight: float = 1.0  # the weight of its log posterior (files before the field: 1)
     gsd: Optional[float] = None
     sam_checkpoint: Optional[Dict[str, str]] = None  # {"name", "sha256"}; None when self-contained
     provenance: Dict[str, Any] = field(default_factory=dict)
@@ -97,6 +98,8 @@ class ModelCard:
                                  f"got {self.position_tables!r}")
         if self.input_clip is not None and not (isinstance(self.input_clip, (int, float)) and self.input_clip > 0):
             raise ModelFileError(f"input clip must be a positive number or none, got {self.input_clip!r}")
+        if not (isinstance(self.pixel_expert_weight, (int, float)) and self.pixel_expert_weight > 0):
+            raise ModelFileError(f"pixel expert weight must be a positive number, got {self.pixel_expert_weight!r}")
         if self.tile_size is None:
             self.tile_size = self.input_size
 
@@ -135,8 +138,8 @@ class ModelCard:
             + (" (at other sizes the global position tables are cropped)" if self.position_tables == "crop" else ""),
             "Refinement:      " + (f"full-resolution, {self.refine_channels} channels" if self.refine_channels
                                     else "none"),
-            *(["Pixel expert:    Gaussian classifier on each pixel and its 5 x 5 means, fitted on the training "
-               "labels"] if self.pixel_expert else []),
+            *([f"Pixel expert:    Gaussian classifier on each pixel and its 5 x 5 means, fitted on the training "
+               f"labels (weight {self.pixel_expert_weight:g})"] if self.pixel_expert else []),
             f"GSD:             {self.gsd if self.gsd is not None else 'unknown'}",
             *(["Embedding:       the authors' layout (a model trained with their code)"]
               if self.embedding_layout == "authors" else []),

@@ -51,6 +51,8 @@ def save_model_file(path: Path | str, model: CWSAM, card: ModelCard, float16: bo
     card.backbone, card.input_size = model.backbone, model.input_size
     card.refine_channels = model.refine_channels
     card.pixel_expert = model.pixel_expert is not None
+    if model.pixel_expert is not None:
+        card.pixel_expert_weight = model.pixel_expert.weight
     card.input_clip, card.position_tables = model.input_clip, model.position_tables
     card.embedding_layout = model.embedding_layout
     card.sam_checkpoint = model.sam_checkpoint_identity if model.pretrained_encoder else None
@@ -133,7 +135,8 @@ def load_model_file(
     try:
         model = build_model(card.backbone, len(card.classes), input_size or card.input_size, card.refine_channels,
                             embedding_layout=card.embedding_layout, input_clip=card.input_clip,
-                            position_tables=card.position_tables, pixel_expert=card.pixel_expert)
+                            position_tables=card.position_tables, pixel_expert=card.pixel_expert,
+                            pixel_expert_weight=card.pixel_expert_weight)
     except ValueError as exc:
         raise ModelFileError(str(exc)) from None
     if not card.self_contained:

@@ -8,10 +8,10 @@ import torch
 
 from cwsam_core.build import build_cwsam, build_model
 from cwsam_core.model_file import load_model_file, read_model_card, save_model_file
-from cwsam_core.card import ModelCard
+from cwsam_core.card import ModelCard, ModelFileError
 from cwsam_core.classes import parse_classes
 from cwsam_core.losses import IGNORE_INDEX
-from cwsam_core.modeling.pixel_expert import LOG_POSTERIOR_FLOOR, PixelGaussianExpert
+from cwsam_core.modeling.pixel_expert import DEFAULT_WEIGHT, LOG_POSTERIOR_FLOOR, PixelGaussianExpert
 from cwsam_core.simulate import simulate_scene, write_scene
 from cwsam_core.training import TrainConfig, TrainingSource, train
 
@@ -100,7 +100,9 @@ def test_the_expert_joins_only_in_eval_mode_and_only_for_models_trained_from_scr
     with torch.no_grad():
         fused = model(x)
         alone = trained_logits.detach()
-    assert torch.allclose(fused - alone, model.pixel_expert(x), atol=1e-5)
+    # New models weigh the log posterior by DEFAULT_WEIGHT (an overconfident network otherwise outweighs it).
+    assert model.pixel_expert.weight == DEFAULT_WEIGHT > 1
+    assert torch.allclose(fused - alone, DEFAULT_WEIGHT * model.pixel_expert(x), atol=1e-4)
     # SAM-based models and the authors' keep the published method.
     sam = write_sam_checkpoint(tmp_path / "sam_vit_nano.pth", "vit_nano")
     assert build_cwsam("vit_nano", 2, sam).pixel_expert is None
@@ -115,9 +117,10 @@ def test_training_fits_the_expert_and_the_model_file_keeps_it(tmp_path):
                          epochs=1, steps_per_epoch=2, batch_size=2, val_fraction=0.0, device="cpu")
     train([TrainingSource(image, labels)], config)
     card = read_model_card(config.output)
-    assert card.pixel_expert
-    assert "Pixel expert:" in card.describe()
+    assert card.pixel_expert and card.pixel_expert_weight == DEFAULT_WEIGHT
+    assert f"(weight {DEFAULT_WEIGHT:g})" in card.describe()
     model, _ = load_model_file(config.output)
+    assert model.pixel_expert.weight == DEFAULT_WEIGHT
     # Every class with labelled pixels in the scene (balanced windows find the rare ones) is fitted.
     present = set(np.unique(scene.labels).tolist())
     fitted = {classes[i].value for i, f in enumerate(model.pixel_expert.fitted.tolist()) if f}
@@ -128,6 +131,14 @@ def test_training_fits_the_expert_and_the_model_file_keeps_it(tmp_path):
     bare = build_model("vit_nano", len(classes), 32, pixel_expert=False)
     save_model_file(tmp_path / "old.cwsam.pt", bare, old)
     assert load_model_file(tmp_path / "old.cwsam.pt")[0].pixel_expert is None
+    # A file written before the weight existed keeps the weight it was made with: 1.
+    unweighted = ModelCard.from_dict({k: v for k, v in card.to_dict().items() if k != "pixel_expert_weight"})
+    assert unweighted.pixel_expert_weight == 1.0
+    model.pixel_expert.weight = 1.0  # what save_model_file records is the model's own weight
+    save_model_file(tmp_path / "unweighted.cwsam.pt", model, unweighted)
+    assert load_model_file(tmp_path / "unweighted.cwsam.pt")[0].pixel_expert.weight == 1.0
+    with pytest.raises(ModelFileError, match="pixel expert weight must be a positive number"):
+        ModelCard.from_dict({**card.to_dict(), "pixel_expert_weight": 0})
 
 
 def test_a_model_with_a_fitted_expert_exports_to_onnx_with_the_same_logits(tmp_path):

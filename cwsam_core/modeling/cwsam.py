@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from .classwise_decoder import ClasswiseMaskDecoder
 from .image_encoder import AdaptedImageEncoderViT
-from .pixel_expert import PixelGaussianExpert
+from .pixel_expert import DEFAULT_WEIGHT, PixelGaussianExpert
 from .refinement import FullResolutionRefinement
 
 
@@ -29,6 +29,7 @@ class CWSAM(nn.Module):
         input_clip: float | None = None,
         position_tables: str = "interpolate",
         pixel_expert: bool = False,
+        pixel_expert_weight: float = DEFAULT_WEIGHT,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
@@ -42,7 +43,8 @@ class CWSAM(nn.Module):
                            if refine_channels > 0 else None)
         # Optional per-pixel Gaussian classifier combined with the logits at inference (from scratch only);
         # fitted on the training labels by the trainer, neutral until then.
-        self.pixel_expert = PixelGaussianExpert(mask_decoder.num_classes) if pixel_expert else None
+        self.pixel_expert = (PixelGaussianExpert(mask_decoder.num_classes, weight=pixel_expert_weight)
+                             if pixel_expert else None)
         # Set by the builder when SAM weights are loaded: {"name": file name, "sha256": digest}.
         self.sam_checkpoint_identity: dict | None = None
         # True when the encoder holds pretrained SAM weights (then only its additions train).
@@ -86,5 +88,5 @@ class CWSAM(nn.Module):
         if self.refinement is not None:
             logits = self.refinement(images, logits)
         if self.pixel_expert is not None and not self.training:
-            logits = logits + self.pixel_expert(images).to(logits.dtype)
+            logits = logits + self.pixel_expert.weighted(images).to(logits.dtype)
         return logits

@@ -11,6 +11,11 @@ from torch.nn import functional as F
 MIN_PIXELS_PER_FEATURE = 10
 # Log posteriors are floored here: one implausible pixel value must not veto what the network sees.
 LOG_POSTERIOR_FLOOR = -30.0
+# Weight of the log posterior against the network's logits for new models. Networks trained from scratch
+# on a few images are overconfident (training loss near 0.1), so their logits outweigh the classifier's
+# calibrated posterior at weight 1; 3 was chosen on every fold and seed of both real datasets
+# (docs/EVALUATION.md, "The pixel expert's weight"). Files written before the weight existed used 1.
+DEFAULT_WEIGHT = 3.0
 
 
 class PixelGaussianExpert(nn.Module):
@@ -25,13 +30,17 @@ class PixelGaussianExpert(nn.Module):
     own, so its training loss is not shaped by a classifier fitted on the same pixels.
 
     Classes without fitted parameters (``fitted`` 0: no labelled pixels) get a uniform share, so an
-    unfitted expert leaves the network's decision unchanged.
+    unfitted expert leaves the network's decision unchanged. ``weight`` multiplies the log posterior where
+    it joins the logits (:meth:`weighted`); it is part of the model card, not of the tensors.
     """
 
-    def __init__(self, num_classes: int, in_chans: int = 3, window: int = 5) -> None:
+    def __init__(self, num_classes: int, in_chans: int = 3, window: int = 5, weight: float = DEFAULT_WEIGHT) -> None:
         super().__init__()
+        if not weight > 0:
+            raise ValueError(f"the pixel expert's weight must be positive, got {weight}")
         features = 2 * in_chans
         self.window = window
+        self.weight = float(weight)
         self.register_buffer("means", torch.zeros(num_classes, features))
         self.register_buffer("precisions", torch.eye(features).repeat(num_classes, 1, 1))
         self.register_buffer("log_dets", torch.zeros(num_classes))
@@ -62,6 +71,10 @@ class PixelGaussianExpert(nn.Module):
         # From the buffer as a tensor: no device-to-host sync on every tile.
         uniform = -torch.log(self.fitted.sum().clamp(min=1.0)).to(posterior.dtype)
         return torch.where(fitted, posterior, uniform.expand_as(posterior))
+
+    def weighted(self, images: torch.Tensor) -> torch.Tensor:
+        """images: B x C x H x W -> B x N x H x W, ``weight`` x the log posteriors: what joins the logits."""
+        return self(images) * self.weight
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor, labels: torch.Tensor, max_pixels: int = 200_000, seed: int = 0) -> np.ndarray:
