@@ -42,7 +42,7 @@ def _modules(dim: int, heads: int, table: int, seed: int = 0):
     return reference
 
 
-@pytest.mark.parametrize("strategy", ["auto", "bias", "folded"])
+@pytest.mark.parametrize("strategy", ["auto", "bias", "folded", "explicit"])
 @pytest.mark.parametrize("name,dim,heads,window,grid,table", CASES, ids=[c[0] for c in CASES])
 def test_outputs_and_gradients_equal_segment_anything(name, dim, heads, window, grid, table, strategy, monkeypatch):
     monkeypatch.setattr(FusedAttention, "strategy", strategy)

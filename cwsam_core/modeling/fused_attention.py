@@ -25,6 +25,9 @@ The decomposed relative-position term of query (qh, qw) and key (kh, kw) is
   flow (PyTorch's CPU flash kernel does not differentiate an attention mask: training would fall back
   to the explicit computation) and for larger grids (no N x N tensor is written: a global block at
   S = 1024 would need 12 x 4096^2 mask entries per image). Costs (h + w) / head_dim more attention FLOPs.
+- "explicit": no fused kernel; the attention matrix is written out as in SAM's ``Attention``
+  (``softmax(scale q k^T + rel_h + rel_w) v``) but on windows cut from the real tokens' qkv. For the ONNX
+  export (``onnx_export``), where a runtime has no such kernel: qkv and proj still skip the padding.
 
 Where gradients flow, the attention between ``qkv`` and ``proj`` is recomputed in backward
 (``torch.utils.checkpoint``; ``FusedAttention.recompute``): a block keeps its qkv tensor (B x H x W x 3C)
@@ -41,8 +44,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-# "auto" picks per call (see the module docstring); "bias" and "folded" force one form (tests, benchmarks).
-STRATEGIES = ("auto", "bias", "folded")
+# "auto" picks per call (see the module docstring); "bias", "folded" and "explicit" force one form
+# (tests, benchmarks; "explicit" for the ONNX export).
+STRATEGIES = ("auto", "bias", "folded", "explicit")
 MASK_TOKENS_CPU = 1024  # CPU inference uses the mask up to this many tokens per window or grid
 
 
@@ -145,7 +149,10 @@ class FusedAttention(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         """q, k, v: B' x heads x N x hd over a grid of N = h x w tokens -> B' x heads x N x hd."""
+        strategy = self._strategy(q)
         if not self.use_rel_pos:
+            if strategy == "explicit":
+                return ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
             return F.scaled_dot_product_attention(q, k, v)
         h, w = grid
         batch, heads, tokens, head_dim = q.shape
@@ -154,7 +161,12 @@ class FusedAttention(nn.Module):
         grid_q = q.reshape(batch, heads, h, w, head_dim)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, rh)  # B' x heads x h x w x h(keys)
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, rw)  # B' x heads x h x w x w(keys)
-        if self._strategy(q) == "bias":
+        if strategy == "explicit":
+            # SAM's arithmetic: the relative terms broadcast into the query-key grid of the matrix.
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).view(batch, heads, h, w, h, w)
+            attn = attn + rel_h[..., :, None] + rel_w[..., None, :]
+            return attn.view(batch, heads, tokens, tokens).softmax(dim=-1) @ v
+        if strategy == "bias":
             # From contiguous terms: the einsums' outputs are strided, and the sum would inherit their
             # layout and need a copy of the whole mask to reach B x heads x N x N.
             bias = (rel_h.contiguous()[..., :, None] + rel_w.contiguous()[..., None, :]).reshape(
@@ -185,8 +197,9 @@ def _relative_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
 
     A table of exactly 2 size - 1 rows gives it as a view (row i is rows size - 1 - i ... 2 size - 2 - i
     of the flipped table, flipped back), without the gather of ``get_rel_pos``, whose threads cost
-    milliseconds per call on a busy CPU; other tables are interpolated by ``get_rel_pos`` itself."""
-    if rel_pos.shape[0] != 2 * size - 1:
+    milliseconds per call on a busy CPU; other tables are interpolated by ``get_rel_pos`` itself, and
+    the ONNX export takes the gather too (its exporter has no ``unfold`` of this kind)."""
+    if rel_pos.shape[0] != 2 * size - 1 or torch.onnx.is_in_onnx_export():
         return get_rel_pos(size, size, rel_pos)
     windows = rel_pos.flip(0).unfold(0, size, 1)  # size x C x size: windows[s] = flipped[s : s + size]
     return windows.flip(0).permute(0, 2, 1)
@@ -198,6 +211,14 @@ def _pad_like_zero_tokens(qkv: torch.Tensor, bias: Optional[torch.Tensor], pad_h
     if bias is None:
         return F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
     batch, height, width, channels = qkv.shape
+    if torch.onnx.is_in_onnx_export():
+        # Concatenation, not writes into an empty tensor: a graph without in-place updates.
+        bias = bias.to(qkv.dtype)
+        if pad_w:
+            qkv = torch.cat([qkv, bias.expand(batch, height, pad_w, channels)], dim=2)
+        if pad_h:
+            qkv = torch.cat([qkv, bias.expand(batch, pad_h, width + pad_w, channels)], dim=1)
+        return qkv
     padded = qkv.new_empty(batch, height + pad_h, width + pad_w, channels)
     padded[:, :height, :width] = qkv
     bias = bias.to(qkv.dtype)
