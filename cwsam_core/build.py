@@ -23,6 +23,7 @@ from .checkpoint import (
     sam_state_for_cwsam,
 )
 from .modeling import CWSAM, AdaptedImageEncoderViT, ClasswiseMaskDecoder
+from .modeling.pixel_expert import DEFAULT_WEIGHT
 from .trainable import configure_trainable
 
 PATCH_SIZE = 16
@@ -53,14 +54,14 @@ def backbone_by_shape(width: int, depth: int) -> Optional[str]:
 def build_model(backbone: str, num_classes: int, input_size: Optional[int] = None,
                 refine_channels: Optional[int] = None, embedding_layout: str = "ours",
                 input_clip: Optional[float] = None, position_tables: str = DEFAULT_POSITION_TABLES,
-                pixel_expert: Optional[bool] = None, pixel_expert_weight: Optional[float] = None) -> CWSAM:
+                pixel_expert: Optional[bool] = None, pixel_expert_weight: float = DEFAULT_WEIGHT) -> CWSAM:
     """A randomly initialised CWSAM model; every parameter trainable. ``refine_channels`` defaults to
     the backbone's (a full-resolution logit refinement for backbones trained from scratch);
     ``embedding_layout`` is the input module's (see modeling.low_frequency.EMBEDDING_LAYOUTS: "authors"
     for models imported from the authors' code), ``input_clip`` the clipping of normalised inputs
     before the encoder, ``position_tables`` how position tables are fitted to another input size,
     ``pixel_expert`` whether a per-pixel Gaussian classifier joins the logits (default: the backbone's),
-    ``pixel_expert_weight`` the weight of its log posterior (default: ``pixel_expert.DEFAULT_WEIGHT``)."""
+    ``pixel_expert_weight`` the weight of its log posterior."""
     config = backbone_config(backbone)
     size = input_size or config.default_input_size
     if size <= 0 or size % PATCH_SIZE:
@@ -88,7 +89,7 @@ def build_model(backbone: str, num_classes: int, input_size: Optional[int] = Non
     model = CWSAM(encoder, decoder, backbone=backbone, refine_channels=refine, input_clip=input_clip,
                   position_tables=position_tables,
                   pixel_expert=config.pixel_expert if pixel_expert is None else pixel_expert,
-                  **({} if pixel_expert_weight is None else {"pixel_expert_weight": pixel_expert_weight}))
+                  pixel_expert_weight=pixel_expert_weight)
     configure_trainable(model, pretrained_encoder=False)
     return model
 

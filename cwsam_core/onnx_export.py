@@ -5,8 +5,9 @@ needs no onnxscript and handles SAM's encoder as it is), with two swaps that lea
 the attention written out as matrix products (``FusedAttention`` with its "explicit" strategy: SAM's
 arithmetic, equal to the fused kernels within 1e-5, with qkv and proj on the real tokens only; SAM's own
 ``Attention`` would run them on the padded windows too, 72 % more tokens in vit_b's windowed blocks at
-S = 512, and was 1.2 times slower in ONNX Runtime) and the input module's FFT low-pass as matrix products
-(``MatrixLowPass``; ONNX has no real-FFT operators that all runtimes support). The batch size stays free. Before anything is written the export is run with ONNX
+S = 512, and was 1.09 times slower in ONNX Runtime, docs/EVALUATION.md) and the input module's FFT
+low-pass as matrix products (``MatrixLowPass``; ONNX has no real-FFT operators that all runtimes
+support). The batch size stays free. Before anything is written the export is run with ONNX
 Runtime on a random batch and compared with PyTorch's unchanged model; the largest logit difference goes
 into the file's metadata. ``int8`` adds ONNX Runtime's dynamic int8 quantisation of the linear layers
 (MatMul and Gemm with constant weights; the low-pass matrices stay float32).

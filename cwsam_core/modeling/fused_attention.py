@@ -212,7 +212,8 @@ def _pad_like_zero_tokens(qkv: torch.Tensor, bias: Optional[torch.Tensor], pad_h
         return F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
     batch, height, width, channels = qkv.shape
     if torch.onnx.is_in_onnx_export():
-        # Concatenation, not writes into an empty tensor: a graph without in-place updates.
+        # Concatenation, not writes into an empty tensor (ScatterND in the graph): a little faster in
+        # ONNX Runtime (vit_b at S = 512: 3.17 against 3.32 s per batch of 2, one paired run).
         bias = bias.to(qkv.dtype)
         if pad_w:
             qkv = torch.cat([qkv, bias.expand(batch, height, pad_w, channels)], dim=2)
