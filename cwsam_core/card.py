@@ -148,13 +148,36 @@ class ModelCard:
         ]
         if self.provenance:
             lines.append("Provenance:")
-            lines += [f"  {k}: {v}" for k, v in self.provenance.items()]
+            for key, value in self.provenance.items():
+                if key == "data" and isinstance(value, list) and all(isinstance(d, dict) for d in value):
+                    lines.append(f"  data: {len(value)} file pair{'s' if len(value) != 1 else ''}")
+                    lines += [f"    {_data_line(entry)}" for entry in value]
+                else:
+                    lines.append(f"  {key}: {_provenance_value(value)}")
         lines.append(f"Format version:  {self.format_version}")
         return "\n".join(lines)
 
 
 def _fmt(values: List[float]) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _provenance_value(value: Any) -> str:
+    """A provenance value on one short line: floats to 4 significant digits, mappings as key value pairs."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_provenance_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_provenance_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _data_line(entry: Dict[str, Any]) -> str:
+    """One training or validation file pair of the provenance: role, image, labels, short checksums."""
+    sums = [f"{what} {entry[what + '_sha256'][:12]}" for what in ("image", "labels") if entry.get(what + "_sha256")]
+    text = f"{entry.get('role', 'data')}: {entry.get('image')} + {entry.get('labels')}"
+    return text + (f" (sha256 {', '.join(sums)})" if sums else "")
 
 
 PALETTE = ["#1f5fff", "#2e9e3f", "#d9a21b", "#c73b3b", "#8c8c8c", "#8e44ad", "#16a085", "#e67e22",

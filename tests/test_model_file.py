@@ -217,6 +217,19 @@ def test_cli_info_prints_the_model_card(tmp_path):
     assert "model file not found" in bad.stderr
 
 
+def test_model_card_text_gives_one_line_per_training_file():
+    data = [{"image": f"scenes/s{i}.tif", "labels": f"scenes/s{i}_labels.tif", "role": role,
+             "image_sha256": f"{i}" * 64, "labels_sha256": "f" * 64}
+            for i, role in ((1, "training"), (2, "validation"))]
+    text = make_card(provenance={"data": data, "validation": {"miou": 0.123456789, "iou": [0.5, 0.25]},
+                                 "epochs": 3}).describe()
+    assert "  data: 2 file pairs" in text
+    assert "    training: scenes/s1.tif + scenes/s1_labels.tif (sha256 image 111111111111, labels ffffffffffff)" in text
+    assert "    validation: scenes/s2.tif + scenes/s2_labels.tif" in text
+    assert "  validation: miou 0.1235, iou [0.5, 0.25]" in text
+    assert "{'" not in text and "1" * 13 not in text  # no Python reprs, checksums cut short
+
+
 def test_saved_files_follow_the_umask_and_leave_no_temporary(tmp_path):
     import os
     import stat
