@@ -281,21 +281,23 @@ class GaussianML:
         return np.asarray(classes)[scores.argmax(axis=1)]
 
 
+def gaussian_pixels(samples: Sequence[Sample], task: Task) -> Tuple[np.ndarray, np.ndarray]:
+    """(n x d features, n class indexes) of the samples' labelled pixels, as the Gaussian classifier takes
+    them: the channels and their 5 x 5 means."""
+    features, labels = [], []
+    for sample in samples:
+        raw, target, _ = read_labels(sample, task)
+        keep = target != IGNORE_INDEX
+        features.append(context_features(raw, (5,))[keep])
+        labels.append(target[keep])
+    return np.concatenate(features), np.concatenate(labels)
+
+
 def gaussian_ml_baseline(fold: Fold, task: Task) -> np.ndarray:
     """Gaussian ML classifier fitted on the training tiles' labelled pixels, scored on the test tiles'."""
     num = len(task.classes)
-
-    def pixels(samples: Sequence[Sample]) -> Tuple[np.ndarray, np.ndarray]:
-        features, labels = [], []
-        for sample in samples:
-            raw, target, _ = read_labels(sample, task)
-            keep = target != IGNORE_INDEX
-            features.append(context_features(raw, (5,))[keep])
-            labels.append(target[keep])
-        return np.concatenate(features), np.concatenate(labels)
-
-    classifier = GaussianML().fit(*pixels(fold.train), num)
-    features, labels = pixels(fold.test)
+    classifier = GaussianML().fit(*gaussian_pixels(fold.train, task), num)
+    features, labels = gaussian_pixels(fold.test, task)
     return confusion_matrix(labels, classifier.predict(features), num)
 
 

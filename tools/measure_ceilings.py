@@ -77,12 +77,7 @@ def gaussian_on_test(task: bt.Task) -> np.ndarray:
     num = len(task.classes)
     pooled = np.zeros((num, num), dtype=np.int64)
     for fold in task.folds:
-        features, labels = [], []
-        for raw, target, _ in labelled(fold.test, task):
-            keep = target != IGNORE_INDEX
-            features.append(bt.context_features(raw, (5,))[keep])
-            labels.append(target[keep])
-        x, y = np.concatenate(features), np.concatenate(labels)
+        x, y = bt.gaussian_pixels(fold.test, task)
         pooled += confusion_matrix(y, bt.GaussianML().fit(x, y, num).predict(x), num)
     return pooled
 
