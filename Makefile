@@ -7,6 +7,8 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 VENV          ?= .venv
 PY            := $(VENV)/bin/python
 STAMP         := $(VENV)/.setup-stamp
+# The system's numpy, which QGIS's compiled modules are built against: pip must keep it in the venv.
+CONSTRAINTS   := $(VENV)/system-constraints.txt
 LIGHT_STAMP   := $(VENV)/.setup-light-stamp
 APT_PACKAGES  := python3-qgis python3-venv python3-pip qgis
 SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -14,7 +16,7 @@ PYTEST_ARGS   ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup setup-light test test-slow bench bench-train clean apt-deps package install-plugin demo demo-model
+.PHONY: help setup setup-light system-constraints test test-slow bench bench-train clean apt-deps package install-plugin demo demo-model
 
 # The QGIS profile that `make install-plugin` links the plugin into.
 QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
@@ -40,7 +42,8 @@ setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@$(MAKE) --no-print-directory apt-deps
 	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt
+	@$(MAKE) --no-print-directory system-constraints
+	$(PY) -m pip install --quiet -r requirements.txt -c $(CONSTRAINTS)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) tools/check_env.py
 	@touch $@
@@ -51,10 +54,15 @@ setup-light: $(LIGHT_STAMP)
 $(LIGHT_STAMP): requirements-classify.txt pyproject.toml
 	@$(MAKE) --no-print-directory apt-deps
 	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install --quiet -r requirements-classify.txt
+	@$(MAKE) --no-print-directory system-constraints
+	$(PY) -m pip install --quiet -r requirements-classify.txt -c $(CONSTRAINTS)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) tools/check_env.py --light
 	@touch $@
+
+system-constraints:
+	@$(SYSTEM_PYTHON) -c "import numpy; print('numpy==' + numpy.__version__)" > $(CONSTRAINTS) 2>/dev/null \
+	  || : > $(CONSTRAINTS); echo "pip keeps the system's packages: $$(cat $(CONSTRAINTS))"
 
 apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \

@@ -22,6 +22,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+from . import compat
+
 GROUP_NAME = "CWSAM"
 OUTPUT_PROPERTY = "cwsam/output"  # custom property of the layers the plugin adds: "classes", "confidence", "polygons"
 # Providers whose pixels are rendered images, not measurements.
@@ -64,7 +66,7 @@ class RasterSource:
         writer.setOutputFormat("GTiff")
         status = writer.writeRaster(pipe, self.width, self.height, self.extent, self.crs,
                                     QgsCoordinateTransformContext(), feedback)
-        if status != QgsRasterFileWriter.NoError or not self.path.is_file():
+        if status != compat.RASTER_WRITE_OK or not self.path.is_file():
             self.cleanup()
             raise LayerError(f"could not export layer {self.layer_name!r} to a temporary GeoTIFF (error {status}): "
                              "save it as a GeoTIFF (Export > Save As) and use that")
@@ -133,7 +135,7 @@ def confidence_renderer(layer: QgsRasterLayer) -> QgsSingleBandGrayRenderer:
     """Grey from 0 % (black) to 100 % (white) confidence."""
     renderer = QgsSingleBandGrayRenderer(layer.dataProvider(), 1)
     enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(1))
-    enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+    enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
     enhancement.setMinimumValue(0)
     enhancement.setMaximumValue(100)
     renderer.setContrastEnhancement(enhancement)

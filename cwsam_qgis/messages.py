@@ -70,7 +70,7 @@ def breakable(text: str) -> str:
     return text.replace("/", "/\u200b").replace("\\", "\\\u200b")
 
 
-def log(message: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
+def log(message: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None:
     QgsMessageLog.logMessage(message, LOG_TAG, level)
 
 
@@ -98,7 +98,7 @@ def push_item(iface, item, level: Qgis.MessageLevel, duration: int = 0):
     return item
 
 
-def notify(iface, message: str, level: Qgis.MessageLevel = Qgis.Info, details: Optional[str] = None,
+def notify(iface, message: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info, details: Optional[str] = None,
            duration: int = 0) -> None:
     """Show ``message`` in the message bar (when there is one), replacing CWSAM's previous message, and log
     it with ``details``.
@@ -109,22 +109,22 @@ def notify(iface, message: str, level: Qgis.MessageLevel = Qgis.Info, details: O
     bar = iface.messageBar() if iface is not None else None
     if bar is None:
         return
-    if not duration and level in (Qgis.Info, Qgis.Success):
+    if not duration and level in (Qgis.MessageLevel.Info, Qgis.MessageLevel.Success):
         duration = 8
     push_item(iface, bar.createMessage(TITLE, message), level, duration)
 
 
 def info(iface, message: str, details: Optional[str] = None) -> None:
-    notify(iface, message, Qgis.Info, details)
+    notify(iface, message, Qgis.MessageLevel.Info, details)
 
 
 def success(iface, message: str, details: Optional[str] = None) -> None:
-    notify(iface, message, Qgis.Success, details)
+    notify(iface, message, Qgis.MessageLevel.Success, details)
 
 
 def warning(iface, message: str, details: Optional[str] = None) -> None:
-    notify(iface, message, Qgis.Warning, details)
+    notify(iface, message, Qgis.MessageLevel.Warning, details)
 
 
 def error(iface, message: str, details: Optional[str] = None) -> None:
-    notify(iface, message, Qgis.Critical, details)
+    notify(iface, message, Qgis.MessageLevel.Critical, details)

@@ -43,7 +43,7 @@ class CwsamPlugin:
             if QgsApplication.processingRegistry().addProvider(provider):
                 self.provider = provider
             else:
-                messages.log("a Processing provider 'cwsam' is already registered; this copy adds none", Qgis.Warning)
+                messages.log("a Processing provider 'cwsam' is already registered; this copy adds none", Qgis.MessageLevel.Warning)
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()
@@ -85,7 +85,7 @@ class CwsamPlugin:
             from .dock import CwsamDock
 
             self.dock = CwsamDock(self.iface, self.report)
-            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
             self.dock.visibilityChanged.connect(self._sync_action)
         self.dock.setVisible(visible)
         if self.dock_action.isChecked() != visible:
@@ -104,7 +104,7 @@ class CwsamPlugin:
             import cwsam_core
 
             message = f"CWSAM {cwsam_core.__version__}: all dependencies found."
-            messages.notify(self.iface, message, Qgis.Info, self.report.details())
+            messages.notify(self.iface, message, Qgis.MessageLevel.Info, self.report.details())
         else:
             message = self.report.summary()
             messages.warning(self.iface, message, self.report.details())
@@ -117,5 +117,5 @@ class CwsamPlugin:
         try:
             return dependencies.check()
         except Exception as exc:  # noqa: BLE001 - loading must never raise into QGIS
-            messages.log(traceback.format_exc(), Qgis.Critical)
+            messages.log(traceback.format_exc(), Qgis.MessageLevel.Critical)
             return dependencies.DependencyReport(None, {"(check)": f"{type(exc).__name__}: {exc}"})

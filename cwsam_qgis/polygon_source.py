@@ -23,15 +23,16 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorFileWriter,
     QgsVectorLayer,
-    QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType, QVariant
+
+from . import compat
 
 # Formats the core's reader opens directly (pyogrio), by file suffix.
 FILE_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json"}
-INTEGER_TYPES = {QVariant.Int, QVariant.UInt, QVariant.LongLong, QVariant.ULongLong}
-REAL_TYPES = {QVariant.Double}  # accepted when every value is a whole number, as the core does
-TEXT_TYPES = {QVariant.String}
+INTEGER_TYPES = {QMetaType.Type.Int, QMetaType.Type.UInt, QMetaType.Type.LongLong, QMetaType.Type.ULongLong}
+REAL_TYPES = {QMetaType.Type.Double}  # accepted when every value is a whole number, as the core does
+TEXT_TYPES = {QMetaType.Type.QString}
 EXPORT_LAYER_NAME = "polygons"
 
 
@@ -63,7 +64,7 @@ class PolygonFile:
 def is_polygon_layer(layer) -> bool:
     """True for a valid vector layer of (multi)polygons."""
     return (isinstance(layer, QgsVectorLayer) and layer.isValid()
-            and layer.geometryType() == QgsWkbTypes.PolygonGeometry)
+            and layer.geometryType() == compat.POLYGON_GEOMETRY)
 
 
 def field_kind(layer: QgsVectorLayer, field_name: str) -> str:
@@ -137,7 +138,7 @@ def polygon_file(layer: QgsVectorLayer, field_name: str, folder: Optional[Path] 
     error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
         layer, str(path), QgsProject.instance().transformContext(), options
     )
-    if error != QgsVectorFileWriter.NoError:
+    if error != QgsVectorFileWriter.WriterError.NoError:
         PolygonFile(path, EXPORT_LAYER_NAME, temporary=True).remove()
         raise PolygonSourceError(f"could not export {layer.name()} to a temporary GeoPackage: {message}")
     return PolygonFile(path, EXPORT_LAYER_NAME, temporary=True)

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingOutputFile, QgsProcessingOutputString, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputFile, QgsProcessingOutputString, QgsProcessingParameterEnum,
     QgsProcessingParameterExtent, QgsProcessingParameterFile, QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
 )
 
+from .. import compat
 from ..layers import LayerError, class_renderer, confidence_renderer, polygon_renderer, raster_source
 from ..tasks.classify_task import ClassifyRequest, area_summary, for_the_plugin, parse_bands, run_classification
 
@@ -110,28 +111,28 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                                                        optional=True))
         advanced = [
             QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the model's)",
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
-            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (fraction)", QgsProcessingParameterNumber.Double,
+                                         compat.NUMBER_INTEGER, 0, minValue=0),
+            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (fraction)", compat.NUMBER_DOUBLE,
                                          0.25, minValue=0.0, maxValue=0.9),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (tiles)", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (tiles)", compat.NUMBER_INTEGER,
                                          4, minValue=1),
             QgsProcessingParameterEnum(self.DEVICE, "Device", DEVICES, defaultValue=0),
             QgsProcessingParameterEnum(self.INPUT_SCALE, "Input scale", INPUT_SCALES, defaultValue=0),
             QgsProcessingParameterString(self.BANDS, "Bands, in the model's order (e.g. 1,2; default: by "
                                          "description, else in order)", defaultValue="", optional=True),
             QgsProcessingParameterNumber(self.MIN_AREA, "Polygons: minimum area (m², smaller regions merged into "
-                                         "a neighbour)", QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+                                         "a neighbour)", compat.NUMBER_DOUBLE, 0.0, minValue=0.0),
             QgsProcessingParameterNumber(self.SIMPLIFY, "Polygons: simplify boundaries (tolerance in metres)",
-                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+                                         compat.NUMBER_DOUBLE, 0.0, minValue=0.0),
         ]
         for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | compat.PARAMETER_ADVANCED)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classes"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.CONFIDENCE, "Confidence (%)", optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterVectorDestination(
-            self.POLYGONS, "Polygons (GeoPackage)", QgsProcessing.TypeVectorPolygon, optional=True,
+            self.POLYGONS, "Polygons (GeoPackage)", compat.SOURCE_POLYGON, optional=True,
             createByDefault=False))
         self.addOutput(QgsProcessingOutputFile(self.RECORD, "Run record (JSON)"))
         self.addOutput(QgsProcessingOutputString(self.SUMMARY, "Area per class (JSON)"))

@@ -42,6 +42,6 @@ class CwsamProvider(QgsProcessingProvider):
                 algorithm().initAlgorithm()
             except Exception:  # noqa: BLE001
                 messages.log(f"could not load {algorithm.__name__} (see the CWSAM dock's Setup tab):\n"
-                             f"{traceback.format_exc()}", Qgis.Critical)
+                             f"{traceback.format_exc()}", Qgis.MessageLevel.Critical)
                 continue
             self.addAlgorithm(algorithm())

@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputNumber,
-    QgsProcessingOutputString, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputNumber,
+    QgsProcessingOutputString, QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource, QgsProcessingParameterField, QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
 )
 
+from .. import compat
 from ..layers import LayerError, layer_file, raster_source
 from ..messages import for_the_dock
 from ..tasks.retrain_task import DEFAULT_MINUTES, DEFAULT_REPLAY
@@ -62,18 +63,18 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterFile(self.MODEL, "Model file (*.cwsam.pt)", fileFilter=MODEL_FILTER))
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.CORRECTIONS, "Correction polygons", [QgsProcessing.TypeVectorPolygon]))
+            self.CORRECTIONS, "Correction polygons", [compat.SOURCE_POLYGON]))
         self.addParameter(QgsProcessingParameterField(
             self.CLASS_FIELD, "Class field (the model's class values or names)", defaultValue="class",
-            parentLayerParameterName=self.CORRECTIONS, type=QgsProcessingParameterField.Any))
+            parentLayerParameterName=self.CORRECTIONS, type=compat.FIELD_ANY))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TIME_BUDGET, "Training time in minutes (0: Steps)", QgsProcessingParameterNumber.Double,
+            self.TIME_BUDGET, "Training time in minutes (0: Steps)", compat.NUMBER_DOUBLE,
             DEFAULT_MINUTES, minValue=0.0))
         advanced = [
             QgsProcessingParameterNumber(self.STEPS, "Steps (when Training time is 0)",
-                                         QgsProcessingParameterNumber.Integer, 60, minValue=1),
+                                         compat.NUMBER_INTEGER, 60, minValue=1),
             QgsProcessingParameterNumber(self.REPLAY, "Replay: share of windows from the model's own training data",
-                                         QgsProcessingParameterNumber.Double, DEFAULT_REPLAY, minValue=0.0,
+                                         compat.NUMBER_DOUBLE, DEFAULT_REPLAY, minValue=0.0,
                                          maxValue=0.95),
             QgsProcessingParameterRasterLayer(self.MAP, "Class map of the raster by this model (replayed outside the "
                                               "corrections)", optional=True),
@@ -83,7 +84,7 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
                                        usesStaticStrings=True),
         ]
         for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | compat.PARAMETER_ADVANCED)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT, "New version (empty: the next name.vN.cwsam.pt beside the model)",

@@ -7,11 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
@@ -23,6 +21,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from .. import compat
 from ..layers import LayerError, raster_source
 from ..messages import for_the_dock
 from ..polygon_source import PolygonFile, PolygonSourceError, check_overlap
@@ -94,10 +93,10 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
         self.backbones = _backbone_names()
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "SAR raster"))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.POLYGONS, "Training polygons", [QgsProcessing.TypeVectorPolygon]))
+            self.POLYGONS, "Training polygons", [compat.SOURCE_POLYGON]))
         self.addParameter(QgsProcessingParameterField(
             self.CLASS_FIELD, "Class field (integer values or text names)", parentLayerParameterName=self.POLYGONS,
-            type=QgsProcessingParameterField.Any))
+            type=compat.FIELD_ANY))
         self.addParameter(QgsProcessingParameterString(
             self.CLASSES, "Classes (VALUE:NAME[:#RRGGBB],...; empty: every value of the field)", optional=True))
         # Static strings: the value is the backbone's name (readable in models and qgis_process calls).
@@ -109,22 +108,22 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             fileFilter="SAM checkpoint (*.pth *.pt)"))
         self.addParameter(QgsProcessingParameterNumber(
             self.TIME_BUDGET, "Training time in minutes (0: Epochs x Steps per epoch)",
-            QgsProcessingParameterNumber.Double, DEFAULT_MINUTES, minValue=0.0))
+            compat.NUMBER_DOUBLE, DEFAULT_MINUTES, minValue=0.0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.EPOCHS, "Epochs (when Training time is 0)", QgsProcessingParameterNumber.Integer, 10, minValue=1))
+            self.EPOCHS, "Epochs (when Training time is 0)", compat.NUMBER_INTEGER, 10, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, 4, minValue=1))
+            self.BATCH_SIZE, "Batch size", compat.NUMBER_INTEGER, 4, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            self.LEARNING_RATE, "Learning rate (empty: auto, by backbone)", QgsProcessingParameterNumber.Double,
+            self.LEARNING_RATE, "Learning rate (empty: auto, by backbone)", compat.NUMBER_DOUBLE,
             None, optional=True, minValue=0.0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.VAL_FRACTION, "Validation fraction", QgsProcessingParameterNumber.Double, 0.2, minValue=0.0,
+            self.VAL_FRACTION, "Validation fraction", compat.NUMBER_DOUBLE, 0.2, minValue=0.0,
             maxValue=0.9))
         advanced = [
             QgsProcessingParameterNumber(self.STEPS_PER_EPOCH, "Steps per epoch",
-                                         QgsProcessingParameterNumber.Integer, 50, minValue=1),
+                                         compat.NUMBER_INTEGER, 50, minValue=1),
             QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size in pixels (0: the backbone's default)",
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
+                                         compat.NUMBER_INTEGER, 0, minValue=0),
             QgsProcessingParameterString(self.BANDS, "Bands, 1-based, in order (e.g. 1,2; empty: the raster's)",
                                          optional=True),
             QgsProcessingParameterEnum(self.INPUT_SCALE, "Input scale", options=SCALES, defaultValue="auto",
@@ -135,7 +134,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
                                        usesStaticStrings=True),
         ]
         for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | compat.PARAMETER_ADVANCED)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT, "Output model file", fileFilter="CWSAM model (*.cwsam.pt)"))

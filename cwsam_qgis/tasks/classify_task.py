@@ -177,7 +177,7 @@ class ClassifyTask(QgsTask):
     """Runs one ``ClassifyRequest``; ``on_done(outcome)`` is called in the main thread when it ends."""
 
     def __init__(self, request: ClassifyRequest, on_done: Callable[[ClassifyOutcome], None]) -> None:
-        super().__init__(f"CWSAM: classify {request.source.layer_name}", QgsTask.CanCancel)
+        super().__init__(f"CWSAM: classify {request.source.layer_name}", QgsTask.Flag.CanCancel)
         self.request = request
         self.on_done = on_done
         self.outcome = ClassifyOutcome()

@@ -182,7 +182,7 @@ class RetrainTask(QgsTask):
     outcome_ready = pyqtSignal(object)
 
     def __init__(self, job: RetrainJob, description: str = "CWSAM: retrain from corrections") -> None:
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel)
         self.job = job
         self.outcome = RetrainOutcome()
 
@@ -203,7 +203,7 @@ class RetrainTask(QgsTask):
         if self.isCanceled() and self.outcome.retrained is None:
             self.outcome.cancelled = True
         if self.outcome.details:
-            QgsMessageLog.logMessage(self.outcome.details, LOG_TAG, Qgis.Critical)
+            QgsMessageLog.logMessage(self.outcome.details, LOG_TAG, Qgis.MessageLevel.Critical)
         self.outcome_ready.emit(self.outcome)
 
 

@@ -70,7 +70,7 @@ def remove_files(cleanup: Sequence[Callable[[], None]]) -> None:
         try:
             remove()
         except OSError as exc:
-            QgsMessageLog.logMessage(f"could not remove a temporary file: {exc}", LOG_TAG, Qgis.Warning)
+            QgsMessageLog.logMessage(f"could not remove a temporary file: {exc}", LOG_TAG, Qgis.MessageLevel.Warning)
 
 
 def expected_errors() -> tuple:
@@ -111,7 +111,7 @@ def log_to_feedback(feedback) -> Callable[[int, str], None]:
 
 def log_to_panel(level: int, message: str) -> None:
     """QgsMessageLog is thread-safe: fine from the task's worker thread."""
-    QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning if level >= logging.WARNING else Qgis.Info)
+    QgsMessageLog.logMessage(message, LOG_TAG, Qgis.MessageLevel.Warning if level >= logging.WARNING else Qgis.MessageLevel.Info)
 
 
 @contextmanager
@@ -180,7 +180,7 @@ class TrainTask(QgsTask):
     outcome_ready = pyqtSignal(object)
 
     def __init__(self, job: TrainingJob, description: str = "CWSAM fine-tuning") -> None:
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel)
         self.job = job
         self.outcome = TrainOutcome()
 
@@ -209,7 +209,7 @@ class TrainTask(QgsTask):
         if self.isCanceled():
             self.outcome.cancelled = True
         if self.outcome.details:
-            QgsMessageLog.logMessage(self.outcome.details, LOG_TAG, Qgis.Critical)
+            QgsMessageLog.logMessage(self.outcome.details, LOG_TAG, Qgis.MessageLevel.Critical)
         self.outcome_ready.emit(self.outcome)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from qgis.core import (
-    Qgis, QgsApplication, QgsCoordinateTransform, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer,
+    Qgis, QgsApplication, QgsCoordinateTransform, QgsProject, QgsRasterLayer,
 )
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
@@ -19,7 +19,7 @@ from qgis.PyQt.QtWidgets import (
     QPushButton, QSpinBox, QTextBrowser, QWidget,
 )
 
-from .. import messages, settings
+from .. import compat, messages, settings
 from .setup_panel import device_line
 from ..layers import (
     LayerError, add_classification, add_polygons, cwsam_output_layers, free_path, layer_file, output_folder,
@@ -155,7 +155,7 @@ class ClassifyPanel(QWidget):
 
     def _build(self) -> None:
         self.layer_combo = QgsMapLayerComboBox(self)
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setFilters(compat.LayerFilter.RasterLayer)
         self.layer_combo.setToolTip("The SAR raster to classify (e.g. Sentinel-1 VV, VH in dB). CWSAM's own "
                                     "class maps and confidence layers are not offered.")
         self.model_widget = QgsFileWidget(self)
@@ -168,7 +168,7 @@ class ClassifyPanel(QWidget):
         self.sam_widget.setToolTip("Only for models fine-tuned from SAM: the SAM checkpoint they were trained with")
         self.fit_label = QLabel(self)
         self.fit_label.setWordWrap(True)
-        self.fit_label.setTextFormat(Qt.RichText)
+        self.fit_label.setTextFormat(Qt.TextFormat.RichText)
 
         self.extent_combo = QComboBox(self)
         self.extent_combo.addItems(["Whole layer", "Current map view"])
@@ -187,7 +187,7 @@ class ClassifyPanel(QWidget):
         self.device_label = QLabel(self)  # which device runs and why (GPU name and free memory, or why the CPU)
         self.device_label.setWordWrap(True)
         self.output_widget = QgsFileWidget(self)
-        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
+        self.output_widget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.output_widget.setFilter("GeoTIFF (*.tif)")
         self.output_widget.lineEdit().setPlaceholderText("[beside the project, or beside the input raster]")
         self.output_widget.setToolTip("The class raster (GeoTIFF). Empty: a new file beside the saved project, "
@@ -246,7 +246,7 @@ class ClassifyPanel(QWidget):
         layout.addWidget(self.summary, 1)
 
         for combo in (self.layer_combo, self.extent_combo, self.input_scale_combo):
-            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(12)
         self.layer_combo.layerChanged.connect(self._inputs_changed)
         self.model_widget.fileChanged.connect(self._inputs_changed)
@@ -455,7 +455,7 @@ class ClassifyPanel(QWidget):
                                                      f"{layer.name()}, file {result.output}{polygons_note}"))
         self.summary.setHtml(self.summary_html(result))
         for note in result.warnings:
-            messages.log(for_the_plugin(note), Qgis.Warning)
+            messages.log(for_the_plugin(note), Qgis.MessageLevel.Warning)
         if outcome.polygons_error:
             messages.warning(self.iface, f"Classified {request.source.layer_name} into {result.output.name}; "
                              f"{for_the_plugin(outcome.polygons_error)}", f"run record: {result.record}")
@@ -477,7 +477,7 @@ class ClassifyPanel(QWidget):
             return f"; {exc}"
         self.result_layer_ids.append(layer.id())
         for note in polygons.warnings:
-            messages.log(for_the_plugin(note), Qgis.Warning)
+            messages.log(for_the_plugin(note), Qgis.MessageLevel.Warning)
         return f"; {polygons.polygons:,} polygons in {polygons.output.name}"
 
     def summary_html(self, result) -> str:

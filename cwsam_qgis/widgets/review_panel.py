@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import List, Optional
 
 from qgis.core import (
-    Qgis, QgsApplication, QgsDefaultValue, QgsEditFormConfig, QgsEditorWidgetSetup, QgsField, QgsProject,
+    Qgis, QgsApplication, QgsDefaultValue, QgsEditorWidgetSetup, QgsProject,
     QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QVariant, pyqtSignal
+from qgis.PyQt.QtCore import QMetaType, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
     QSpinBox, QTextBrowser, QWidget,
 )
 
-from .. import messages, settings
+from .. import compat, messages, settings
 from ..layers import (
     OUTPUT_PROPERTY, LayerError, add_classification, cwsam_group, free_path, layer_file, polygon_renderer,
 )
@@ -146,7 +146,7 @@ class ReviewPanel(QWidget):
         layout.addWidget(self.summary, 1)
 
         for combo in (self.map_combo, self.class_combo, self.extent_combo):
-            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(12)
         self.map_combo.currentIndexChanged.connect(self._map_changed)
         self.start_button.clicked.connect(self.start_review)
@@ -246,7 +246,7 @@ class ReviewPanel(QWidget):
         layer.setEditorWidgetSetup(index, QgsEditorWidgetSetup(
             "ValueMap", {"map": [{c.name: int(c.value)} for c in self.classes]}))
         form = layer.editFormConfig()
-        form.setSuppress(QgsEditFormConfig.SuppressOn)  # the class comes from "Class to draw"
+        form.setSuppress(compat.FORM_SUPPRESSED)  # the class comes from "Class to draw"
         layer.setEditFormConfig(form)
         layer.setCustomProperty(OUTPUT_PROPERTY, CORRECTIONS_PROPERTY)
         if QgsProject.instance().mapLayer(layer.id()) is None:
@@ -279,14 +279,14 @@ class ReviewPanel(QWidget):
         memory = QgsVectorLayer(f"Polygon?crs={crs.authid() or 'EPSG:4326'}", CORRECTIONS_LAYER, "memory")
         if not crs.authid():
             memory.setCrs(crs)
-        memory.dataProvider().addAttributes([QgsField(CLASS_FIELD, QVariant.Int)])
+        memory.dataProvider().addAttributes([compat.new_field(CLASS_FIELD, QMetaType.Type.Int)])
         memory.updateFields()
         options = QgsVectorFileWriter.SaveVectorOptions()
         options.driverName = "GPKG"
         options.layerName = CORRECTIONS_LAYER
         error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
             memory, str(path), QgsProject.instance().transformContext(), options)
-        if error != QgsVectorFileWriter.NoError:
+        if error != QgsVectorFileWriter.WriterError.NoError:
             self._fail(f"could not create the correction layer {path}: {message}")
             return None
         return self._open_corrections(path)
@@ -347,7 +347,7 @@ class ReviewPanel(QWidget):
         settings.set_value(KEY_REPLAY, self.replay_check.isChecked())
         self.task = RetrainTask(job)
         self.task.fraction_done.connect(self._on_fraction)
-        self.task.note.connect(lambda note: messages.log(note, Qgis.Info))
+        self.task.note.connect(lambda note: messages.log(note, Qgis.MessageLevel.Info))
         self.task.outcome_ready.connect(self._on_outcome)
         self.summary.clear()
         self.progress_bar.setValue(0)

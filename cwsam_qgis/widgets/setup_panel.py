@@ -42,7 +42,7 @@ class SetupPanel(QWidget):
     def __init__(self, report: Optional[dependencies.DependencyReport], parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.env_widget = QgsFileWidget(self)
-        self.env_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.env_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.env_widget.setFilePath(settings.value(settings.PYTHON_ENV))
         self.env_widget.lineEdit().setPlaceholderText(
             str(dependencies.configured_environment() or "[default: the project's .venv]"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from qgis.core import Qgis, QgsApplication, QgsFieldProxyModel, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsApplication, QgsFieldProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import (
     QgsCollapsibleGroupBoxBasic, QgsColorButton, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox,
 )
@@ -39,7 +39,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .. import messages, settings
+from .. import compat, messages, settings
 from ..layers import LayerError, cwsam_output_layers, free_path, layer_file, output_folder, raster_source, safe_stem
 from ..polygon_source import (
     PolygonSourceError, check_overlap, default_class_rows, field_values, guess_class_field, polygon_file,
@@ -175,7 +175,7 @@ class TrainPanel(QWidget):
         content, layout = scrolling_content(self)
         self.install_label = QLabel(training_unavailable() or "", content)
         self.install_label.setWordWrap(True)
-        self.install_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.install_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.install_label.setStyleSheet("color: #b36b00")
         self.install_label.setVisible(bool(self.install_label.text()))
         layout.addWidget(self.install_label)
@@ -183,17 +183,17 @@ class TrainPanel(QWidget):
         data = QGroupBox("Training data", content)
         form = QFormLayout(data)
         self.raster_combo = QgsMapLayerComboBox(data)
-        self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.raster_combo.setFilters(compat.LayerFilter.RasterLayer)
         self.raster_combo.setToolTip("The SAR raster to learn from (e.g. Sentinel-1 VV and VH). CWSAM's own "
                                      "class maps and confidence layers are not offered.")
         form.addRow("Raster layer", self.raster_combo)
         self.polygon_combo = QgsMapLayerComboBox(data)
-        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.polygon_combo.setFilters(compat.LayerFilter.PolygonLayer)
         self.polygon_combo.setToolTip("Training polygons, in any CRS; pixels outside every polygon are not used.")
         form.addRow("Polygon layer", self.polygon_combo)
         self.field_combo = QgsFieldComboBox(data)
-        self.field_combo.setFilters(QgsFieldProxyModel.Int | QgsFieldProxyModel.LongLong | QgsFieldProxyModel.Double
-                                    | QgsFieldProxyModel.String)
+        self.field_combo.setFilters(QgsFieldProxyModel.Filter.Int | QgsFieldProxyModel.Filter.LongLong | QgsFieldProxyModel.Filter.Double
+                                    | QgsFieldProxyModel.Filter.String)
         self.field_combo.setToolTip("Text field: class names. Integer field: class values. Chosen for you when a "
                                     "polygon layer is picked (never the feature id).")
         form.addRow("Class field", self.field_combo)
@@ -201,12 +201,12 @@ class TrainPanel(QWidget):
         self.class_table.setHorizontalHeaderLabels(COLUMNS)
         header = self.class_table.horizontalHeader()
         for column in (USE, FIELD_VALUE, CLASS_VALUE, COLOUR):
-            header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(NAME, QHeaderView.Stretch)
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Stretch)
         self.class_table.setColumnHidden(FIELD_VALUE, True)
         self.class_table.verticalHeader().setVisible(False)
-        self.class_table.setSelectionMode(QAbstractItemView.NoSelection)
-        self.class_table.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOn)
+        self.class_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.class_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
         self.class_table.setFixedHeight(header.sizeHint().height() + 2 * self.class_table.frameWidth()
                                         + TABLE_ROWS * self.class_table.verticalHeader().defaultSectionSize())
         self.class_table.setToolTip(
@@ -240,14 +240,14 @@ class TrainPanel(QWidget):
         self.epochs_spin.setToolTip("Epochs to train when Training time is off; each ends with a validation pass.")
         form.addRow("Epochs", self.epochs_spin)
         self.output_widget = QgsFileWidget(model)
-        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
+        self.output_widget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.output_widget.setFilter("CWSAM model (*.cwsam.pt)")
         self.output_widget.setToolTip("Where to write the model (the best one by validation mIoU). Empty: a new "
                                       "file beside the project, or beside the raster.")
         form.addRow("Output model file", self.output_widget)
         self.output_note = QLabel(model)
         self.output_note.setWordWrap(True)
-        self.output_note.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.output_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow(self.output_note)
         layout.addWidget(model)
 
@@ -305,7 +305,7 @@ class TrainPanel(QWidget):
         for combo in (self.raster_combo, self.polygon_combo, self.field_combo, self.backbone_combo,
                       self.input_scale_combo, self.model_scale_combo):
             # The dock may be narrow: long entries (backbone descriptions, layer names) are cut, not the dock.
-            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(12)
 
         buttons = QHBoxLayout()
@@ -324,11 +324,11 @@ class TrainPanel(QWidget):
         layout.addWidget(self.progress_bar)
         self.status_label = QLabel("", content)
         self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status_label)
         self.notes_label = QLabel("", content)
         self.notes_label.setWordWrap(True)
-        self.notes_label.setTextFormat(Qt.RichText)
+        self.notes_label.setTextFormat(Qt.TextFormat.RichText)
         self.notes_label.setVisible(False)
         layout.addWidget(self.notes_label)
         self.plot = TrainingPlot(content)
@@ -452,7 +452,7 @@ class TrainPanel(QWidget):
             self._field_kind, values = field_values(layer, field_name)
             palette = _palette(len(values)) if self.backbone_combo.count() else ["#808080"]
         except PolygonSourceError as exc:
-            self._show(str(exc), Qgis.Warning)
+            self._show(str(exc), Qgis.MessageLevel.Warning)
             return
         for field_value, value, name, color in default_class_rows(self._field_kind, values, palette):
             self._add_row(field_value, value, name, color)
@@ -469,18 +469,18 @@ class TrainPanel(QWidget):
         row = self.class_table.rowCount()
         self.class_table.insertRow(row)
         use = QTableWidgetItem()
-        use.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled)
-        use.setCheckState(Qt.Checked)
+        use.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+        use.setCheckState(Qt.CheckState.Checked)
         self.class_table.setItem(row, USE, use)
         key = QTableWidgetItem(str(field_value))
-        key.setFlags(Qt.ItemIsEnabled)  # the polygons' own value: fixed
+        key.setFlags(Qt.ItemFlag.ItemIsEnabled)  # the polygons' own value: fixed
         self.class_table.setItem(row, FIELD_VALUE, key)
         value_item = QTableWidgetItem()
-        value_item.setData(Qt.EditRole, int(value))
+        value_item.setData(Qt.ItemDataRole.EditRole, int(value))
         name_item = QTableWidgetItem(name)
         # The core matches integer fields by value and text fields by name: that column stays as found.
         fixed = value_item if self._field_kind == "integer" else name_item
-        fixed.setFlags(Qt.ItemIsEnabled)
+        fixed.setFlags(Qt.ItemFlag.ItemIsEnabled)
         self.class_table.setItem(row, CLASS_VALUE, value_item)
         self.class_table.setItem(row, NAME, name_item)
         button = QgsColorButton(self.class_table)
@@ -494,9 +494,9 @@ class TrainPanel(QWidget):
 
         chosen = []
         for row in range(self.class_table.rowCount()):
-            if self.class_table.item(row, USE).checkState() != Qt.Checked:
+            if self.class_table.item(row, USE).checkState() != Qt.CheckState.Checked:
                 continue
-            value = int(self.class_table.item(row, CLASS_VALUE).data(Qt.EditRole))
+            value = int(self.class_table.item(row, CLASS_VALUE).data(Qt.ItemDataRole.EditRole))
             name = self.class_table.item(row, NAME).text().strip() or f"class {value}"
             color = self.class_table.cellWidget(row, COLOUR).color().name()
             chosen.append(ClassInfo(value, name, color))
@@ -518,7 +518,7 @@ class TrainPanel(QWidget):
     def _status(self, text: str) -> None:
         self.status_label.setText(messages.breakable(text))
 
-    def _show(self, message: str, level=Qgis.Info, details: Optional[str] = None) -> None:
+    def _show(self, message: str, level=Qgis.MessageLevel.Info, details: Optional[str] = None) -> None:
         self.last_message = message
         self._status(message)
         messages.notify(self.iface, message, level, details)
@@ -536,17 +536,17 @@ class TrainPanel(QWidget):
     def start_training(self) -> bool:
         """Check the settings, export polygons if needed and start the task; False (with a message) if not."""
         if self.task is not None:
-            self._show("A fine-tuning run is already in progress: wait for it or cancel it.", Qgis.Warning)
+            self._show("A fine-tuning run is already in progress: wait for it or cancel it.", Qgis.MessageLevel.Warning)
             return False
         unavailable = training_unavailable()
         if unavailable:
-            self._show(unavailable, Qgis.Warning)
+            self._show(unavailable, Qgis.MessageLevel.Warning)
             return False
         self._set_notes([])
         try:
             job, raster, adjusted = self._prepare()
         except (LayerError, PolygonSourceError, ValueError) as exc:
-            self._show(messages.for_the_dock(str(exc)), Qgis.Warning)
+            self._show(messages.for_the_dock(str(exc)), Qgis.MessageLevel.Warning)
             return False
         self._remember()
         self.plot.clear()
@@ -666,19 +666,19 @@ class TrainPanel(QWidget):
         elif outcome.result is None:
             self.progress_bar.setValue(0)  # nothing was kept (a cancel keeps the bar where it stopped)
         if outcome.error:
-            self._show(message, Qgis.Critical, outcome.details)
+            self._show(message, Qgis.MessageLevel.Critical, outcome.details)
         elif outcome.result is None:
-            self._show(message, Qgis.Info)
+            self._show(message, Qgis.MessageLevel.Info)
         else:
             self.last_message = message
             self._status(message)
-            messages.log(message + "\n" + "\n".join(history_lines(outcome.result)), Qgis.Success)
+            messages.log(message + "\n" + "\n".join(history_lines(outcome.result)), Qgis.MessageLevel.Success)
             self._offer_to_classify(message)
         self.training_finished.emit(outcome)
 
     def _offer_to_classify(self, message: str) -> None:
         layer = QgsProject.instance().mapLayer(self._trained_layer_id)
-        level = Qgis.Success
+        level = Qgis.MessageLevel.Success
         if self.notes:
             message += f" ({len(self.notes)} note{'s' if len(self.notes) > 1 else ''} in the Fine-tune tab)"
         if layer is None:

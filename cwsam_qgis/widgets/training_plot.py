@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-from matplotlib.backends.backend_qt5agg import FigureCanvasQTAgg
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qgis.PyQt.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
@@ -23,7 +23,7 @@ class TrainingPlot(QWidget):
         super().__init__(parent)
         self.figure = Figure(figsize=(4.0, 2.4), dpi=90, tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         # Tall enough for both axes' labels whatever the screen: a short dock scrolls the tab instead.
         self.canvas.setMinimumHeight(220)
         layout = QVBoxLayout(self)
