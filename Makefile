@@ -16,7 +16,7 @@ PYTEST_ARGS   ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup setup-light system-constraints test test-slow bench bench-train clean apt-deps package install-plugin demo demo-model
+.PHONY: help setup setup-light system-constraints test test-newest-qgis test-slow bench bench-train clean apt-deps package install-plugin demo demo-model
 
 # The QGIS profile that `make install-plugin` links the plugin into.
 QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
@@ -27,6 +27,7 @@ help:
 	@echo "make setup      install system packages (apt) and .venv with pinned dependencies"
 	@echo "make setup-light  the light install: classify with ONNX models without PyTorch (requirements-classify.txt)"
 	@echo "make test       run the whole test suite headless (runs setup when needed)"
+	@echo "make test-newest-qgis  the plugin tests on Debian sid's QGIS and Python with the light install (root; builds a chroot once)"
 	@echo "make test-slow  also run the opt-in slow tests (full-size SAM backbones)"
 	@echo "make demo       classify the bundled simulated scene with the bundled model, offline (out/demo/)"
 	@echo "make demo-model rebuild the bundled demo model and scene in resources/demo/ (about 15 min on a CPU)"
@@ -76,6 +77,12 @@ apt-deps:
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The plugin tests on the newest QGIS that Debian ships (a sid chroot, built once in NEWEST_QGIS_ROOT, with the
+# light install on its Python): ONNX test models made here with the full install, then tools/test_newest_qgis.sh.
+test-newest-qgis: $(STAMP)
+	$(PY) tools/make_light_test_models.py build/light-models
+	bash tools/test_newest_qgis.sh build/light-models $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest --runslow $(PYTEST_ARGS)

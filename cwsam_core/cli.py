@@ -323,8 +323,7 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
 
 def _sources(args: argparse.Namespace):
     """The training/evaluation sources named on the command line: one of three forms."""
-    from .datasets import read_pairs
-    from .training import TrainingSource
+    from .datasets import TrainingSource, read_pairs
 
     polygons = getattr(args, "polygons", None)
     given = [name for name, value in (("--pairs", args.pairs), ("--labels", args.labels), ("--polygons", polygons))
@@ -532,11 +531,10 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
+    from .card import CheckpointError, ModelFileError
     from .datasets import TrainingDataError
     from .evaluation import evaluate
     from .inference import ClassificationError
-    from .model_file import ModelFileError
     from .radiometry import RadiometryError
 
     try:

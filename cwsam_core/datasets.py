@@ -17,8 +17,8 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from .losses import IGNORE_INDEX
-from .model_file import ClassInfo
+from .card import ClassInfo
+from .metrics import IGNORE_INDEX
 from .windows import clip_window
 
 
@@ -38,6 +38,22 @@ def value_lookup(classes: Sequence[ClassInfo], ignore_values: Sequence[int] = ()
             raise TrainingDataError(f"class value {c.value} ({c.name}) is also listed as an ignore value")
         table[c.value] = index
     return table
+
+
+@dataclass
+class TrainingSource:
+    """One labelled image: an image raster with either a label raster of class values (any grid) or a
+    polygon file (GeoPackage, Shapefile, GeoJSON; any CRS) whose ``class_field`` holds the classes."""
+
+    image: Path
+    labels: Optional[Path] = None
+    polygons: Optional[Path] = None
+    class_field: Optional[str] = None
+    layer: Optional[str] = None  # layer of a multi-layer polygon file
+
+    @property
+    def label_path(self) -> Path:
+        return Path(self.labels if self.labels is not None else self.polygons)
 
 
 @dataclass

@@ -12,8 +12,7 @@ from rasterio.windows import Window
 
 from .datasets import RasterLabels
 from .inference import classify_file
-from .losses import IGNORE_INDEX
-from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
+from .metrics import IGNORE_INDEX, SegmentationMetrics, confusion_matrix, metrics_from_confusion
 from .card import ModelCard, read_card
 from .raster_output import CLASS_NODATA
 from .scene import open_scene

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-IGNORE_INDEX = 255
+from .metrics import IGNORE_INDEX
 
 
 def class_weights_from_counts(counts: Sequence[int], power: float = 0.5) -> torch.Tensor:

@@ -12,6 +12,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+# The class index of pixels that are neither scored nor trained on (unlabelled, nodata); losses use it too.
+IGNORE_INDEX = 255
+
 
 def confusion_matrix(
     reference: np.ndarray, prediction: np.ndarray, num_classes: int, ignore: Optional[np.ndarray] = None

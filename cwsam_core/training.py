@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .build import build_cwsam
 from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, torch_load_safely
-from .datasets import RasterLabels, TrainingDataError, random_window
+from .datasets import RasterLabels, TrainingDataError, TrainingSource, random_window  # noqa: F401 (TrainingSource: its home was here)
 from .devices import compile_encoder
 from .distributed import DistributedContext, setup_distributed
 from .inference import _autocast
@@ -41,22 +41,6 @@ from .scene import SceneError, open_scene, scene_paths
 from .trainable import trainable_names
 
 LOG = logging.getLogger("cwsam")
-
-
-@dataclass
-class TrainingSource:
-    """One labelled image: an image raster with either a label raster of class values (any grid) or a
-    polygon file (GeoPackage, Shapefile, GeoJSON; any CRS) whose ``class_field`` holds the classes."""
-
-    image: Path
-    labels: Optional[Path] = None
-    polygons: Optional[Path] = None
-    class_field: Optional[str] = None
-    layer: Optional[str] = None  # layer of a multi-layer polygon file
-
-    @property
-    def label_path(self) -> Path:
-        return Path(self.labels if self.labels is not None else self.polygons)
 
 
 # Peak learning rates by kind of training: a whole network from random weights learns fastest

@@ -45,13 +45,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    from importlib.util import find_spec
+
     import numpy
     import rasterio
-    import torch
     from qgis.core import Qgis
 
+    torch_version = __import__("torch").__version__ if find_spec("torch") else "absent (light install)"
     return [
-        f"QGIS {Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {numpy.__version__}, "
+        f"QGIS {Qgis.QGIS_VERSION}, torch {torch_version}, numpy {numpy.__version__}, "
         f"rasterio {rasterio.__version__} (GDAL {rasterio.__gdal_version__}), python {sys.version.split()[0]}",
         f"QGIS profile: {_PROFILE_DIR}",
     ]

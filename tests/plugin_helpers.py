@@ -1,17 +1,24 @@
-"""Small real inputs for the plugin tests: SAR GeoTIFFs, label rasters and a vit_nano model file."""
+"""Small real inputs for the plugin tests: SAR GeoTIFFs, label rasters and a vit_nano model file.
+
+Torch-free at import, so that the plugin tests run with the light install (ONNX Runtime, no PyTorch; on the
+newest QGIS, `make test-newest-qgis`): there ``plugin_model`` gives the ONNX export of the same vit_nano
+model, made beforehand with the full install by tools/make_light_test_models.py.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from contextlib import contextmanager
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
-import torch
 from rasterio.transform import from_origin
 
-from cwsam_core.build import build_cwsam
-from cwsam_core.model_file import ClassInfo, ModelCard, save_model_file
+from cwsam_core.card import ClassInfo, ModelCard
 
 CLASSES = [ClassInfo(1, "water", "#1f5fff"), ClassInfo(2, "field", "#2e9e3f"), ClassInfo(5, "urban", "#c73b3b")]
 NORMALIZATION = {"mean": [-14.0, -21.0, 7.0], "std": [5.0, 5.0, 3.0]}
@@ -48,13 +55,54 @@ def write_labels(path: Path, image: Path) -> Path:
     return path
 
 
+HAVE_TORCH = find_spec("torch") is not None
+# The folder of tools/make_light_test_models.py's exports, for the light install.
+LIGHT_MODELS_VARIABLE = "CWSAM_LIGHT_TEST_MODELS"
+LIGHT_MODEL_NAME = "nano.onnx"
+DEMO_ONNX_NAME = "demo.onnx"
+DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+DEMO_MODEL = DEMO / "model.cwsam.pt"
+
+
 def write_model(path: Path, input_size: int = 64, seed: int = 0) -> Path:
     """A randomly initialised vit_nano CWSAM with three classes, saved as a model file."""
+    import torch
+
+    from cwsam_core.build import build_cwsam
+    from cwsam_core.model_file import save_model_file
+
     torch.manual_seed(seed)
     model = build_cwsam("vit_nano", len(CLASSES), input_size=input_size)
     card = ModelCard(backbone="vit_nano", input_size=input_size, classes=list(CLASSES), bands=["VV", "VH"],
                      input_scale="db", normalization=dict(NORMALIZATION))
     return save_model_file(path, model, card)
+
+
+def plugin_model(folder: Path) -> Path:
+    """The model file the plugin tests classify with, in ``folder``: write_model's vit_nano with PyTorch;
+    without it (the light install) its ONNX export from $CWSAM_LIGHT_TEST_MODELS, else the test skips."""
+    if HAVE_TORCH:
+        return write_model(folder / "nano.cwsam.pt")
+    return light_test_model(LIGHT_MODEL_NAME, folder)
+
+
+def demo_onnx_model(folder: Path) -> Path:
+    """The ONNX export of the bundled demo model, in ``folder``: exported here with PyTorch, else (the light
+    install) copied from $CWSAM_LIGHT_TEST_MODELS, else the test skips."""
+    if HAVE_TORCH:
+        from cwsam_core.onnx_export import export_onnx
+
+        return export_onnx(DEMO_MODEL, folder / DEMO_ONNX_NAME).path
+    return light_test_model(DEMO_ONNX_NAME, folder)
+
+
+def light_test_model(name: str, folder: Path) -> Path:
+    """``name`` from the folder of tools/make_light_test_models.py's exports, copied into ``folder``."""
+    exported = Path(os.environ.get(LIGHT_MODELS_VARIABLE, "")) / name
+    if not os.environ.get(LIGHT_MODELS_VARIABLE) or not exported.is_file():
+        pytest.skip(f"no PyTorch and no ONNX test model {name}: set {LIGHT_MODELS_VARIABLE} to the folder written "
+                    "by tools/make_light_test_models.py (make test-newest-qgis does)")
+    return Path(shutil.copy(exported, folder / name))
 
 
 @contextmanager

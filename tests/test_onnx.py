@@ -153,6 +153,11 @@ def test_classification_runs_without_torch(demo_exports, torch_map, tmp_path):
     info = run_without_torch("info", demo_exports["int8"].path)
     assert info.returncode == 0, info.stderr
     assert "CWSAM ONNX export" in info.stdout and "int8" in info.stdout and "water" in info.stdout
+    # Evaluation with an ONNX model is part of the light install too.
+    scored = run_without_torch("evaluate", "--model", demo_exports["float32"].path, "--image", DEMO_SCENE,
+                               "--labels", DEMO_REFERENCE, "--json")
+    assert scored.returncode == 0, scored.stderr
+    assert 0.5 < json.loads(scored.stdout)["miou"] <= 1.0
     # A .cwsam.pt model needs torch: one line that says so, exit 2.
     refused = run_without_torch("classify", DEMO_SCENE, "--model", DEMO_MODEL, "--output", tmp_path / "pt.tif")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from plugin_helpers import CLASSES, load_plugin, write_model, write_sar
+from plugin_helpers import CLASSES, load_plugin, plugin_model, write_sar
 from qgis.core import (
     QgsCoordinateReferenceSystem, QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer,
 )
@@ -22,7 +22,7 @@ TIMEOUT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("model") / "nano.cwsam.pt")
+    return plugin_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture
@@ -119,14 +119,14 @@ def test_classify_adds_a_styled_layer_on_the_input_grid(dock, qtbot, tmp_path, m
 
 def test_cancel_leaves_no_layer_and_no_file(dock, qtbot, tmp_path, model_file):
     iface, _, panel = dock
-    layer = add_raster(write_sar(tmp_path / "big.tif", height=400, width=400))
+    layer = add_raster(write_sar(tmp_path / "big.tif", height=640, width=640))
     out = tmp_path / "out"
     out.mkdir()
     panel.layer_combo.setLayer(layer)
     panel.model_widget.setFilePath(str(model_file))
     panel.output_widget.setFilePath(str(out / "classes.tif"))
     panel.confidence_check.setChecked(True)
-    panel.tile_spin.setValue(32)  # hundreds of small tiles: the run is still going when Cancel is clicked
+    panel.tile_spin.setValue(64)  # the model's (an ONNX export runs at it only): 169 tiles, still going at Cancel
     panel.batch_spin.setValue(1)
     panel.run_button.click()
     task = panel.task
@@ -215,7 +215,7 @@ def test_bad_inputs_show_messages_not_exceptions(dock, qtbot, tmp_path, model_fi
 
     layer = add_raster(write_sar(tmp_path / "sar.tif"))
     panel.layer_combo.setLayer(layer)
-    panel.model_widget.setFilePath(str(tmp_path / "missing.cwsam.pt"))
+    panel.model_widget.setFilePath(str(tmp_path / ("missing" + "".join(model_file.suffixes))))  # .onnx: light install
     assert panel.start() is None
     assert any("model file not found" in text for text in bar_texts(iface))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from plugin_helpers import CLASSES, cwsam_processing, write_model, write_sar
+from plugin_helpers import CLASSES, cwsam_processing, plugin_model, write_sar
 from qgis.core import QgsCategorizedSymbolRenderer, QgsProcessingException, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis_interface import HeadlessInterface
 
@@ -20,7 +20,7 @@ PIXEL_AREA = 100.0  # plugin_helpers.write_sar: 10 m pixels in EPSG:32633
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("model") / "nano.cwsam.pt")
+    return plugin_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from plugin_helpers import CLASSES, cwsam_processing, load_plugin, write_labels, write_model, write_sar
+from plugin_helpers import CLASSES, cwsam_processing, load_plugin, plugin_model, write_labels, write_model, write_sar
 from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProcessingException, QgsProject, QgsRasterLayer
 
 TIMEOUT_MS = 30_000
@@ -23,7 +23,7 @@ def processing(qgis_app):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("model") / "nano.cwsam.pt")
+    return plugin_model(tmp_path_factory.mktemp("model"))
 
 
 def read(path) -> np.ndarray:

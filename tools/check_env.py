@@ -26,7 +26,7 @@ CHECKS = [
     ("pyogrio", "__version__", "polygon label files"),
     ("shapely", "__version__", "polygon repair"),
     ("osgeo.gdal_array", None, "Debian's GDAL bindings used by QGIS Processing (breaks with numpy 2)"),
-    ("scipy", "__version__", "used by QGIS Processing"),
+    ("scipy", "__version__", "used by some QGIS Processing algorithms (optional)"),
     ("matplotlib", "__version__", "plots in the plugin"),
     ("qgis.core", None, "PyQGIS"),
     ("qgis.PyQt.QtCore", "PYQT_VERSION_STR", "Qt bindings shared with QGIS"),
@@ -44,6 +44,9 @@ DISTRIBUTIONS = {"segment_anything": "segment-anything"}
 # Where Debian and Ubuntu keep the system's Python packages (QGIS's compiled modules among them).
 SYSTEM_SITE = "/usr/lib/python3/dist-packages"
 
+# Reported when present; their absence fails nothing (Debian sid's python3-qgis does not pull scipy).
+OPTIONAL = {"scipy"}
+
 # Not part of the light install.
 FULL_ONLY = {"torch", "torchvision", "segment_anything", "onnx", "pytest", "pytestqt"}
 
@@ -57,7 +60,10 @@ def main() -> int:
         try:
             module = importlib.import_module(name)
         except Exception as exc:  # any import-time failure counts
-            failed.append(f"{name} ({why}): {type(exc).__name__}: {exc}")
+            if name in OPTIONAL and isinstance(exc, ModuleNotFoundError):
+                print(f"  {name:<18} absent ({why})")
+            else:
+                failed.append(f"{name} ({why}): {type(exc).__name__}: {exc}")
             continue
         version = getattr(module, attr, "?") if attr else "ok"
         if name == "qgis.core":
