@@ -224,6 +224,16 @@ def check(modules: Optional[List[str]] = None) -> DependencyReport:
     return DependencyReport(environment, missing, notes)
 
 
+def _keep_qgis_numpy() -> str:
+    """A pip requirement that keeps the numpy QGIS runs with (its compiled GDAL, scipy and matplotlib need
+    it), or '' where that cannot be told."""
+    try:
+        import numpy
+    except ImportError:
+        return ""
+    return f' "numpy=={numpy.__version__}"'
+
+
 def fix_commands(environment: Optional[Path] = None, light: bool = False) -> List[str]:
     """Shell commands that create or complete the environment, for this QGIS's Python version: the full
     install, or with ``light`` the light one (classification with ONNX models)."""
@@ -236,7 +246,7 @@ def fix_commands(environment: Optional[Path] = None, light: bool = False) -> Lis
         requirements = PLUGIN_DIR / ("requirements-classify.txt" if light else "requirements.txt")
         pip = target / ("Scripts" if os.name == "nt" else "bin") / "python"
         commands = [f"{python} -m venv --system-site-packages {target}",
-                    f"{pip} -m pip install -r {requirements}"]
+                    f"{pip} -m pip install -r {requirements}{_keep_qgis_numpy()}"]
     configured = str(settings.value(settings.PYTHON_ENV) or "").strip()
     found_by_default = not configured and target in candidate_environments()
     if not found_by_default and (not configured or Path(configured).expanduser() != target):

@@ -144,7 +144,7 @@ def test_packaged_zip_loads_from_an_extracted_copy(tmp_path):
     assert (tmp_path / "qp.tif").is_file()
 
 
-def test_fix_commands_name_this_python_and_the_environment(tmp_path):
+def test_fix_commands_name_this_python_and_the_environment(tmp_path, monkeypatch):
     commands = dependencies.fix_commands(tmp_path / "env")
     assert commands[0] == f"cd {REPO} && make setup"  # a checkout: the project's set-up
     assert commands[-1] == "and restart QGIS"
@@ -154,6 +154,12 @@ def test_fix_commands_name_this_python_and_the_environment(tmp_path):
     notes = dependencies.activate(tmp_path / "env")
     assert notes and "has no" in notes[0]
     assert dependencies.site_packages(tmp_path).name == "site-packages"
+    import numpy
+
+    monkeypatch.setattr(dependencies, "CHECKOUT", None)  # the plugin zip: pip keeps the numpy QGIS runs with
+    light = dependencies.fix_commands(tmp_path / "env", light=True)
+    assert light[0].endswith(f"-m venv --system-site-packages {tmp_path / 'env'}")
+    assert light[1].endswith(f'requirements-classify.txt "numpy=={numpy.__version__}"'), light[1]
 
 
 def test_setup_tab_saves_the_environment_and_checks_again(qgis_app, tmp_path):
