@@ -59,6 +59,8 @@ def test_the_command_line_check_fails_on_a_file_with_an_unscoped_enum(tmp_path):
     ("combo.activated[str].connect(f)\n", "activated[str] is removed in Qt6"),
     ("w = label.fontMetrics().width('x')\n", "QFontMetrics.width() is removed in Qt6"),
     ("from . import resources_rc\n", "compiled Qt resources"),
+    ("from qgis.PyQt.QtWidgets import QApplication\nr = QApplication.desktop().screenGeometry()\n",
+     "desktop() (QDesktopWidget) is removed in Qt6"),
 ])
 def test_each_qt5_only_form_is_found(source, expected):
     found = messages(source)

@@ -11,7 +11,7 @@ It parses the code with ``ast`` and reports, one line each:
   not through its enum, is unscoped. This is the rule of QGIS's own migration script
   (scripts/pyqt5_to_pyqt6/pyqt5_to_pyqt6.py in qgis/QGIS), which rewrites such names to ``Class.Enum.member``;
 - Qt5-only names that PyQt6 removed or QGIS 4 no longer offers: ``QVariant`` types (``QVariant.Int``: use
-  ``QMetaType``), ``exec_``, ``qApp``, ``QRegExp``, ``QDesktopWidget``, compiled ``resources_rc``, Qt's
+  ``QMetaType``), ``exec_``, ``qApp``, ``QRegExp``, ``QDesktopWidget`` and ``desktop()``, compiled ``resources_rc``, Qt's
   renamed enum members (``Qt.MidButton``...), ``activated[str]``, ``QFontMetrics.width``, imports from
   ``PyQt5``/``PyQt6`` instead of ``qgis.PyQt``, and matplotlib's Qt5-only backends.
 """
@@ -152,6 +152,9 @@ def check_source(source: str, path: str = "<string>") -> List[Finding]:
             report(node, "exec_ is removed in PyQt6: name it exec")
         elif isinstance(node, ast.Name) and node.id in REMOVED_NAMES and isinstance(node.ctx, ast.Load):
             report(node, f"{node.id} is removed in Qt6: use {REMOVED_NAMES[node.id]}")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "desktop"
+              and not node.args and not node.keywords):
+            report(node, "desktop() (QDesktopWidget) is removed in Qt6: use QScreen (QGuiApplication.screens())")
         elif isinstance(node, ast.Subscript):
             target = node.value
             if (isinstance(target, ast.Attribute) and target.attr == "activated"
