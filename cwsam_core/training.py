@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .build import build_cwsam
 from .checkpoint import CheckpointError, atomic_torch_save, file_sha256, torch_load_safely
-from .datasets import RasterLabels, TrainingDataError, TrainingSource, random_window  # noqa: F401 (TrainingSource: its home was here)
+from .datasets import RasterLabels, TrainingDataError, TrainingSource, random_window
 from .devices import compile_encoder
 from .distributed import DistributedContext, setup_distributed
 from .inference import _autocast

@@ -135,7 +135,8 @@ def confidence_renderer(layer: QgsRasterLayer) -> QgsSingleBandGrayRenderer:
     """Grey from 0 % (black) to 100 % (white) confidence."""
     renderer = QgsSingleBandGrayRenderer(layer.dataProvider(), 1)
     enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(1))
-    enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+    stretch = QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
+    enhancement.setContrastEnhancementAlgorithm(stretch)
     enhancement.setMinimumValue(0)
     enhancement.setMaximumValue(100)
     renderer.setContrastEnhancement(enhancement)

@@ -43,7 +43,8 @@ class CwsamPlugin:
             if QgsApplication.processingRegistry().addProvider(provider):
                 self.provider = provider
             else:
-                messages.log("a Processing provider 'cwsam' is already registered; this copy adds none", Qgis.MessageLevel.Warning)
+                messages.log("a Processing provider 'cwsam' is already registered; this copy adds none",
+                             Qgis.MessageLevel.Warning)
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()

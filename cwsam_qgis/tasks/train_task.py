@@ -111,7 +111,8 @@ def log_to_feedback(feedback) -> Callable[[int, str], None]:
 
 def log_to_panel(level: int, message: str) -> None:
     """QgsMessageLog is thread-safe: fine from the task's worker thread."""
-    QgsMessageLog.logMessage(message, LOG_TAG, Qgis.MessageLevel.Warning if level >= logging.WARNING else Qgis.MessageLevel.Info)
+    severity = Qgis.MessageLevel.Warning if level >= logging.WARNING else Qgis.MessageLevel.Info
+    QgsMessageLog.logMessage(message, LOG_TAG, severity)
 
 
 @contextmanager

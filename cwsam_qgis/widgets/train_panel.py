@@ -192,8 +192,8 @@ class TrainPanel(QWidget):
         self.polygon_combo.setToolTip("Training polygons, in any CRS; pixels outside every polygon are not used.")
         form.addRow("Polygon layer", self.polygon_combo)
         self.field_combo = QgsFieldComboBox(data)
-        self.field_combo.setFilters(QgsFieldProxyModel.Filter.Int | QgsFieldProxyModel.Filter.LongLong | QgsFieldProxyModel.Filter.Double
-                                    | QgsFieldProxyModel.Filter.String)
+        field_filter = QgsFieldProxyModel.Filter
+        self.field_combo.setFilters(field_filter.Int | field_filter.LongLong | field_filter.Double | field_filter.String)
         self.field_combo.setToolTip("Text field: class names. Integer field: class values. Chosen for you when a "
                                     "polygon layer is picked (never the feature id).")
         form.addRow("Class field", self.field_combo)
