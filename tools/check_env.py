@@ -38,7 +38,7 @@ CHECKS = [
 # The oldest versions the code is tested with (the lower bounds of requirements*.txt), by distribution name.
 MINIMUM_VERSIONS = {
     "numpy": "1.24", "onnxruntime": "1.30", "rasterio": "1.4.4", "affine": "2.4", "pyogrio": "0.13",
-    "shapely": "2.0.7", "onnx": "1.23", "ml_dtypes": "0.5.4",
+    "shapely": "2.1", "onnx": "1.23", "ml_dtypes": "0.5.4",
 }
 DISTRIBUTIONS = {"segment_anything": "segment-anything"}
 # Where Debian and Ubuntu keep the system's Python packages (QGIS's compiled modules among them).
