@@ -76,6 +76,7 @@ apt-deps:
 	else echo "System packages present: $(APT_PACKAGES)"; fi
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The plugin tests on the newest QGIS that Debian ships (a sid chroot, built once in NEWEST_QGIS_ROOT, with the

@@ -29,9 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import peak_rss_bytes  # noqa: E402
-from cwsam_core.build import build_cwsam  # noqa: E402
-from cwsam_core.inference import _autocast, classify_raster, select_device, tile_offsets  # noqa: E402
-from cwsam_core.model_file import ClassInfo, ModelCard  # noqa: E402
+
+from cwsam_core.common.card import ClassInfo, ModelCard  # noqa: E402
+from cwsam_core.engine.inference import classify_raster, tile_offsets  # noqa: E402
+from cwsam_core.engine.torch_runner import _autocast, select_device  # noqa: E402
+from cwsam_core.model.build import build_cwsam  # noqa: E402
 from cwsam_core.simulate import SIMULATED_CLASSES, simulate_scene, write_scene  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"

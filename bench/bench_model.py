@@ -37,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import peak_rss_bytes  # noqa: E402
-from cwsam_core.build import build_bare_sam, build_cwsam  # noqa: E402
-from cwsam_core.modeling import set_attention  # noqa: E402
-from cwsam_core.trainable import configure_trainable, parameter_counts  # noqa: E402
+
+from cwsam_core.model.build import build_bare_sam, build_cwsam  # noqa: E402
+from cwsam_core.model.modeling import set_attention  # noqa: E402
+from cwsam_core.model.trainable import configure_trainable, parameter_counts  # noqa: E402
 
 NUM_CLASSES = 5
 CPU_CONFIGS = [("vit_tiny", 256, 30), ("vit_b", 512, 6)]  # (backbone, input size, timed repeats)

@@ -39,11 +39,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_classify import scene as simulated_scene  # noqa: E402 (cached under bench/out/)
-from cwsam_core.build import build_bare_sam, build_cwsam  # noqa: E402
-from cwsam_core.model_file import ClassInfo, ModelCard, load_model_file, save_model_file  # noqa: E402
-from cwsam_core.onnx_export import export_onnx  # noqa: E402
-from cwsam_core.radiometry import SarReader  # noqa: E402
-from cwsam_core.runners import CPU_BATCH_SIZE  # noqa: E402
+
+# noqa: E402
+from cwsam_core.common.card import ClassInfo, ModelCard
+from cwsam_core.engine.onnx_export import export_onnx  # noqa: E402
+from cwsam_core.engine.runners import CPU_BATCH_SIZE  # noqa: E402
+from cwsam_core.model.build import build_bare_sam, build_cwsam  # noqa: E402
+from cwsam_core.model.model_file import load_model_file, save_model_file
+from cwsam_core.raster.radiometry import SarReader  # noqa: E402
 from cwsam_core.simulate import SIMULATED_CLASSES  # noqa: E402
 
 OUT = REPO / "bench" / "out"

@@ -7,7 +7,7 @@ over the largest wrongly classified regions (found from the reference labels; ea
 at most ``PATCH`` px across inside one region, labelled with its true class), retrains the current
 version on all corrections so far for a fixed number of steps, a fifth of the windows replayed from
 the parent's summer scene and the current version's own map outside the corrections
-(``cwsam_core.retrain.retrain``, the engine of the dock's *Retrain from corrections*, as the dock
+(``cwsam_core.training.retrain.retrain``, the engine of the dock's *Retrain from corrections*, as the dock
 calls it) and classifies the scene again.
 
 Printed per round: mIoU and overall accuracy on the pixels no correction polygon covers (the
@@ -40,12 +40,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from cwsam_core.inference import classify_file  # noqa: E402
-from cwsam_core.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
-from cwsam_core.model_file import ClassInfo  # noqa: E402
-from cwsam_core.retrain import compare_maps, retrain  # noqa: E402
+from cwsam_core.common.card import ClassInfo  # noqa: E402
+from cwsam_core.engine.inference import classify_file  # noqa: E402
 from cwsam_core.simulate import SIMULATED_CLASSES, simulate_scene, write_scene  # noqa: E402
-from cwsam_core.training import TrainConfig, TrainingSource, train  # noqa: E402
+from cwsam_core.training.config import TrainConfig  # noqa: E402
+from cwsam_core.training.datasets import TrainingSource  # noqa: E402
+from cwsam_core.training.loop import train  # noqa: E402
+from cwsam_core.training.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
+from cwsam_core.training.retrain import compare_maps, retrain  # noqa: E402
 
 SIZE = 192  # px, both scenes
 TILE = 64
@@ -113,7 +115,7 @@ def wrong_patches(prediction: np.ndarray, reference: np.ndarray, covered: np.nda
 
 def write_corrections(path: Path, polygons: list, crs: str) -> None:
     """The correction polygons as a GeoPackage layer with an integer ``class`` field (replaced whole)."""
-    import cwsam_core.polygons  # noqa: F401 (imports pyogrio without Debian pyproj's warning)
+    import cwsam_core.vector.polygons  # noqa: F401, I001 (first: imports pyogrio without Debian pyproj's warning)
     import pyogrio.raw
 
     path.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ plus evaluation and baselines). Needs scikit-learn (``requirements-bench.txt``) 
 ``../shared/data`` (``--data``); nothing of the data is written into the project.
 For every held-out fold and every seed (``--seeds``, default 0, 1, 2) it trains ``vit_tiny``
 (S = 128, the engine's default, random initialisation, no SAM checkpoint) with
-``cwsam_core.training.train`` on the training files, scores the held-out files with ``cwsam_core.evaluation.evaluate`` (the classification engine, as
+``cwsam_core.training.loop.train`` on the training files, scores the held-out files with ``cwsam_core.training.evaluation.evaluate`` (the classification engine, as
 a user would run it), and scores the classical baselines on the same labelled pixels in the same run:
 
 - Sen1Floods11 (7 Sentinel-1 chips, VV + VH in dB, water / not water): leave-one-event-out (5 events);
@@ -84,14 +84,18 @@ except ImportError:  # a benchmark-only dependency
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cwsam_core.classes import parse_classes  # noqa: E402
-from cwsam_core.datasets import RasterLabels  # noqa: E402
-from cwsam_core.evaluation import evaluate  # noqa: E402
-from cwsam_core.losses import IGNORE_INDEX  # noqa: E402
-from cwsam_core.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
-from cwsam_core.model_file import ClassInfo, read_model_card  # noqa: E402
-from cwsam_core.radiometry import match_bands, to_model_channels  # noqa: E402
-from cwsam_core.training import TrainConfig, TrainingSource, train  # noqa: E402
+# noqa: E402
+from cwsam_core.common.card import ClassInfo
+from cwsam_core.common.classes import parse_classes  # noqa: E402
+from cwsam_core.common.labels import IGNORE_INDEX  # noqa: E402
+from cwsam_core.model.model_file import read_model_card
+from cwsam_core.raster.radiometry import match_bands, to_model_channels  # noqa: E402
+from cwsam_core.training.config import TrainConfig  # noqa: E402
+from cwsam_core.training.datasets import RasterLabels  # noqa: E402
+from cwsam_core.training.datasets import TrainingSource  # noqa: E402
+from cwsam_core.training.evaluation import evaluate  # noqa: E402
+from cwsam_core.training.loop import train  # noqa: E402
+from cwsam_core.training.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 RESULTS = OUT / "bench_train.json"
@@ -323,7 +327,7 @@ RF_CLASS_WEIGHT = "balanced_subsample"
 
 def model_channels(raw: np.ndarray, descriptions: Sequence[Optional[str]], task: Task) -> np.ndarray:
     """The 3 channels the model sees, before normalisation: Sen1Floods11 VV, VH, VV - VH (dB); PolSF the
-    3 Pauli channels as they are (``cwsam_core.radiometry.to_model_channels`` of the task's bands)."""
+    3 Pauli channels as they are (``cwsam_core.raster.radiometry.to_model_channels`` of the task's bands)."""
     indexes = match_bands(descriptions, task.bands)
     return to_model_channels(raw[[i - 1 for i in indexes]], task.scale)
 

@@ -75,7 +75,7 @@ def write_map(path: Path, height: int, width: int = WIDTH, seed: int = 0) -> Pat
 
 def child(raster: str, output: str, options: str) -> None:
     """One vectorisation in this process; prints a JSON line with the peak memory."""
-    from cwsam_core.vectorize import vectorize_file
+    from cwsam_core.vector.vectorize import vectorize_file
 
     if raster == "-":  # the baseline: imports only
         print(json.dumps({"peak_bytes": peak_rss_bytes()}))

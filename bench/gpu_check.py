@@ -45,11 +45,11 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cwsam_core.backbones import BACKBONES  # noqa: E402
-from cwsam_core.build import PATCH_SIZE, build_bare_sam, build_cwsam  # noqa: E402
-from cwsam_core.devices import describe_device  # noqa: E402
-from cwsam_core.modeling import set_attention  # noqa: E402
-from cwsam_core.trainable import configure_trainable  # noqa: E402
+from cwsam_core.engine.devices import describe_device  # noqa: E402
+from cwsam_core.model.backbones import BACKBONES  # noqa: E402
+from cwsam_core.model.build import PATCH_SIZE, build_bare_sam, build_cwsam  # noqa: E402
+from cwsam_core.model.modeling import set_attention  # noqa: E402
+from cwsam_core.model.trainable import configure_trainable  # noqa: E402
 
 NUM_CLASSES = 5
 GIB = 2**30
@@ -151,7 +151,7 @@ def encoder_throughput(backbone: str, size: int, batch: int, device: torch.devic
         scale = float(outputs["reference"].abs().max())
         set_attention(model, "fused")
         if compile_encoder:
-            from cwsam_core.devices import compile_encoder as compile_model_encoder
+            from cwsam_core.engine.devices import compile_encoder as compile_model_encoder
 
             warnings: List[str] = []
             compile_model_encoder(model, warnings.append)
@@ -216,8 +216,8 @@ def write_scene(path: Path, size: int, rows_per_block: int = 1000) -> float:
 
 def classification(backbone: str, size: int, scene_size: int, device: torch.device, workdir: Path,
                    batch_size: Optional[int]) -> dict:
-    from cwsam_core.inference import classify_raster, tile_offsets
-    from cwsam_core.model_file import ClassInfo, ModelCard
+    from cwsam_core.common.card import ClassInfo, ModelCard
+    from cwsam_core.engine.inference import classify_raster, tile_offsets
 
     scene = workdir / f"scene_{scene_size}.tif"
     write_seconds = write_scene(scene, scene_size)

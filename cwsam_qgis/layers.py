@@ -145,7 +145,7 @@ def confidence_renderer(layer: QgsRasterLayer) -> QgsSingleBandGrayRenderer:
 
 def polygon_renderer(classes: Sequence) -> QgsCategorizedSymbolRenderer:
     """Polygons categorized by their ``class`` field: each class's colour (outline a darker shade) and name,
-    as the style ``cwsam_core.vectorize`` stores in the GeoPackage."""
+    as the style ``cwsam_core.vector.vectorize`` stores in the GeoPackage."""
     categories = []
     for c in classes:
         symbol = QgsFillSymbol.createSimple({"color": QColor(c.color).name(), "style": "solid",
@@ -157,7 +157,7 @@ def polygon_renderer(classes: Sequence) -> QgsCategorizedSymbolRenderer:
 
 def add_polygons(path: Path, classes: Sequence, layer: Optional[str] = None,
                  project: Optional[QgsProject] = None) -> QgsVectorLayer:
-    """Add the polygons written by ``cwsam_core.vectorize`` (layer ``layer`` of the GeoPackage ``path``,
+    """Add the polygons written by ``cwsam_core.vector.vectorize`` (layer ``layer`` of the GeoPackage ``path``,
     named after the file) at the top of the "CWSAM" group, styled with ``classes``. Main thread only."""
     project = project or QgsProject.instance()
     path = Path(path)

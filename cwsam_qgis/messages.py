@@ -128,3 +128,15 @@ def warning(iface, message: str, details: Optional[str] = None) -> None:
 
 def error(iface, message: str, details: Optional[str] = None) -> None:
     notify(iface, message, Qgis.MessageLevel.Critical, details)
+
+
+def engine_errors() -> tuple:
+    """The exceptions whose message is meant for the user: every error of the engine (one base class,
+    ``cwsam_core.errors.CwsamError``) and the plugin's own layer errors. Imported late: the engine lives in
+    the Python environment the Setup tab points to."""
+    from cwsam_core.errors import CwsamError
+
+    from .layers import LayerError
+
+    return (CwsamError, LayerError)
+

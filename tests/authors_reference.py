@@ -343,7 +343,7 @@ def write_authors_files(folder: Path, dims: Dims = VIT_NANO, seed: int = 0, sam_
     """Their checkpoint (``model_epoch_best.pth``: ``state``, else ``authors_state(dims, seed)``, with
     ``wrap`` applied if given) and the official-layout SAM checkpoint it was trained from; returns
     (checkpoint, SAM checkpoint)."""
-    from cwsam_core.build import backbone_by_shape, build_bare_sam
+    from cwsam_core.model.build import backbone_by_shape, build_bare_sam
 
     backbone = backbone_by_shape(dims.embed, dims.depth)
     state = state if state is not None else authors_state(dims, seed)

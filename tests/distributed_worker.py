@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from cwsam_core import training
-from cwsam_core.model_file import ClassInfo
+from cwsam_core.common.card import ClassInfo
+from cwsam_core.model.trainable import trainable_names
 from cwsam_core.simulate import SIMULATED_CLASSES
-from cwsam_core.trainable import trainable_names
+from cwsam_core.training import loop as training
 
 BATCH = 2
 
@@ -24,7 +24,7 @@ def main() -> None:
     rank = int(os.environ["RANK"])
     (folder / f"rank{rank}").mkdir(exist_ok=True)
     first_batch = []
-    draw = training._draw_batch
+    draw = training.draw_batch
 
     def recording_draw(*args, **kwargs):
         images, target = draw(*args, **kwargs)
@@ -32,7 +32,7 @@ def main() -> None:
             first_batch.append(float(images.double().sum()))
         return images, target
 
-    training._draw_batch = recording_draw  # observe which windows this rank trains on
+    training.draw_batch = recording_draw  # observe which windows this rank trains on
     built = []
     build = training.build_cwsam
     training.build_cwsam = lambda *a, **k: built.append(build(*a, **k)) or built[-1]

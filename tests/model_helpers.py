@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from cwsam_core.build import build_bare_sam
+from cwsam_core.model.build import build_bare_sam
 
 
 def write_sam_checkpoint(path: Path, backbone: str, seed: int = 0) -> Path:

@@ -18,7 +18,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from cwsam_core.card import ClassInfo, ModelCard
+from cwsam_core.common.card import ClassInfo, ModelCard
 
 CLASSES = [ClassInfo(1, "water", "#1f5fff"), ClassInfo(2, "field", "#2e9e3f"), ClassInfo(5, "urban", "#c73b3b")]
 NORMALIZATION = {"mean": [-14.0, -21.0, 7.0], "std": [5.0, 5.0, 3.0]}
@@ -68,8 +68,8 @@ def write_model(path: Path, input_size: int = 64, seed: int = 0) -> Path:
     """A randomly initialised vit_nano CWSAM with three classes, saved as a model file."""
     import torch
 
-    from cwsam_core.build import build_cwsam
-    from cwsam_core.model_file import save_model_file
+    from cwsam_core.model.build import build_cwsam
+    from cwsam_core.model.model_file import save_model_file
 
     torch.manual_seed(seed)
     model = build_cwsam("vit_nano", len(CLASSES), input_size=input_size)
@@ -90,7 +90,7 @@ def demo_onnx_model(folder: Path) -> Path:
     """The ONNX export of the bundled demo model, in ``folder``: exported here with PyTorch, else (the light
     install) copied from $CWSAM_LIGHT_TEST_MODELS, else the test skips."""
     if HAVE_TORCH:
-        from cwsam_core.onnx_export import export_onnx
+        from cwsam_core.engine.onnx_export import export_onnx
 
         return export_onnx(DEMO_MODEL, folder / DEMO_ONNX_NAME).path
     return light_test_model(DEMO_ONNX_NAME, folder)
@@ -136,9 +136,10 @@ def cwsam_processing():
 def load_plugin():
     """The plugin loaded through ``classFactory`` into a fresh headless interface, its dock shown, the
     project emptied first. Returns (iface, plugin)."""
-    import cwsam_qgis
     from qgis.core import QgsProject
     from qgis_interface import HeadlessInterface
+
+    import cwsam_qgis
 
     QgsProject.instance().clear()
     iface = HeadlessInterface()

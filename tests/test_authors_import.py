@@ -19,9 +19,9 @@ from authors_reference import (
 )
 
 from cwsam_core import cli
-from cwsam_core.authors import AUTHORS_NORMALIZATION, FUSAR_MAP_CLASSES
-from cwsam_core.build import build_model
-from cwsam_core.model_file import load_model_file, read_model_card
+from cwsam_core.model.authors import AUTHORS_NORMALIZATION, FUSAR_MAP_CLASSES
+from cwsam_core.model.build import build_model
+from cwsam_core.model.model_file import load_model_file, read_model_card
 
 FUSAR = [(c.value, c.name, c.color) for c in FUSAR_MAP_CLASSES]
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from cwsam_core.classes import ClassSpecError, parse_classes
+from cwsam_core.common.classes import parse_classes
+from cwsam_core.errors import ClassSpecError
 
 
 def test_inline_with_and_without_colours():

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-
-from cwsam_core.build import build_cwsam
-from cwsam_core.inference import classify_raster
-from cwsam_core.model_file import save_model_file
-
 from test_inference import PerPixelModel, card_for, read, write_sar
+
+from cwsam_core.engine.inference import classify_raster
+from cwsam_core.model.build import build_cwsam
+from cwsam_core.model.model_file import save_model_file
 
 CWSAM = Path(sys.executable).with_name("cwsam")
 

@@ -102,7 +102,7 @@ def test_train_from_sparse_polygons_in_another_crs(tmp_path):
                    "vit_nano", "--tile-size", 64, "--epochs", 3, "--steps-per-epoch", 10, "--batch-size", 8, "--lr",
                    3e-3, "--val-fraction", 0.25, "--device", "cpu", "--seed", 1, "--output", model, "--quiet")
     assert result.returncode == 0, result.stderr
-    from cwsam_core.model_file import read_model_card
+    from cwsam_core.model.model_file import read_model_card
 
     # Class names come from the text field, sorted, with contiguous values.
     assert [(c.value, c.name) for c in read_model_card(model).classes] == list(enumerate(names))

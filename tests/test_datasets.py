@@ -9,9 +9,10 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from cwsam_core.datasets import RasterLabels, TrainingDataError, block_split, random_window
-from cwsam_core.losses import IGNORE_INDEX
-from cwsam_core.model_file import ClassInfo
+from cwsam_core.common.card import ClassInfo
+from cwsam_core.common.labels import IGNORE_INDEX
+from cwsam_core.errors import TrainingDataError
+from cwsam_core.training.datasets import RasterLabels, block_split, random_window
 
 CLASSES = [ClassInfo(1, "water", "#0000ff"), ClassInfo(5, "urban", "#ff0000")]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cwsam_core import devices
-from cwsam_core.build import build_cwsam
-from cwsam_core.devices import auto_batch_size, compile_encoder, describe_device
+from cwsam_core.engine import devices
+from cwsam_core.engine.devices import auto_batch_size, compile_encoder, describe_device
+from cwsam_core.model.build import build_cwsam
 
 
 def fake_gpu(monkeypatch, name: str = "NVIDIA Test GPU", free_gib: float = 10.0, total_gib: float = 16.0) -> None:
@@ -123,7 +123,7 @@ def test_classification_chooses_the_batch_and_records_a_failed_compile(tmp_path,
 
     from test_inference import card_for, write_sar
 
-    from cwsam_core.inference import classify_raster
+    from cwsam_core.engine.inference import classify_raster
 
     def broken_compile(function, **options):
         def compiled(*args, **kwargs):

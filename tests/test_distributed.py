@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from cwsam_core.build import build_cwsam
+from cwsam_core.model.build import build_cwsam
+from cwsam_core.model.trainable import trainable_names
 from cwsam_core.simulate import simulate_scene, write_scene
-from cwsam_core.trainable import trainable_names
 
 
 def test_two_gloo_processes_train_in_step(tmp_path):

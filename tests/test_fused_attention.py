@@ -6,8 +6,8 @@ import pytest
 import torch
 from segment_anything.modeling.image_encoder import Attention, window_partition, window_unpartition
 
-from cwsam_core.build import build_cwsam
-from cwsam_core.modeling import AdaptedBlock, FusedAttention, set_attention
+from cwsam_core.model.build import build_cwsam
+from cwsam_core.model.modeling import AdaptedBlock, FusedAttention, set_attention
 
 TOLERANCE = dict(atol=1e-5, rtol=1e-5)
 

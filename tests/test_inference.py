@@ -14,12 +14,11 @@ import torch
 from rasterio.transform import from_origin
 from torch import nn
 
-from cwsam_core.build import build_cwsam
-from cwsam_core.inference import (
-    ClassificationCancelled, ClassificationError, blend_window, classify_file, classify_raster, tile_offsets,
-)
-from cwsam_core.model_file import ClassInfo, ModelCard, save_model_file
-from cwsam_core.radiometry import RadiometryError
+from cwsam_core.common.card import ClassInfo, ModelCard
+from cwsam_core.engine.inference import blend_window, classify_file, classify_raster, tile_offsets
+from cwsam_core.errors import ClassificationCancelled, ClassificationError, RadiometryError
+from cwsam_core.model.build import build_cwsam
+from cwsam_core.model.model_file import save_model_file
 
 CLASSES = [ClassInfo(0, "water", "#1f5fff"), ClassInfo(1, "land", "#2e9e3f"), ClassInfo(7, "urban", "#c73b3b")]
 NORMALIZATION = {"mean": [-14.0, -21.0, 7.0], "std": [5.0, 5.0, 3.0]}
@@ -101,9 +100,9 @@ def test_rasters_of_any_size_classify(tmp_path, nano_model_file, height, width):
 
 
 def test_tiled_equals_one_piece_for_a_per_pixel_model(tmp_path, monkeypatch):
-    import cwsam_core.inference
+    import cwsam_core.engine.inference
 
-    monkeypatch.setattr(cwsam_core.inference, "FLUSH_COLUMNS", 50)  # rows are written in several column chunks
+    monkeypatch.setattr(cwsam_core.engine.inference, "FLUSH_COLUMNS", 50)  # rows are written in several column chunks
     image = write_sar(tmp_path / "sar.tif", 150, 170, seed=3)
     tiled = classify_raster(image, tmp_path / "tiled.tif", PerPixelModel(32), card_for(32),
                             confidence_path=tmp_path / "tiled_conf.tif", overlap=0.25, batch_size=5)
@@ -286,7 +285,7 @@ def test_bounds_classify_a_window_on_the_raster_grid(tmp_path):
 
 
 def test_test_time_flips_average_four_mirrored_passes(tmp_path, nano_model_file):
-    from cwsam_core.inference import predict_probabilities
+    from cwsam_core.engine.torch_runner import predict_probabilities
 
     class ColumnRamp(nn.Module):
         """Class 1 grows to the right: mirroring changes its answer, so the flips must average it out."""

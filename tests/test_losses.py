@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cwsam_core.losses import IGNORE_INDEX, SegmentationLoss, class_weights_from_counts, soft_dice_loss
+from cwsam_core.common.labels import IGNORE_INDEX
+from cwsam_core.training.losses import SegmentationLoss, class_weights_from_counts, soft_dice_loss
 
 
 def test_unlabelled_pixels_do_not_count():

@@ -8,19 +8,20 @@ import re
 from pathlib import Path
 
 import cwsam_core
-from cwsam_core.cli import _build_parser
+from cwsam_core.cli import build_parser
 
 ENGINE = Path(cwsam_core.__file__).parent
 # The commands whose users can see a module's messages (radiometry serves classify and train alike).
 SHOWN_BY = {
-    "training.py": {"train"}, "datasets.py": {"train"}, "polygons.py": {"train"}, "classes.py": {"train"},
-    "inference.py": {"classify"}, "radiometry.py": {"classify", "train"},
+    "training/loop.py": {"train"}, "training/sampling.py": {"train"}, "training/config.py": {"train"},
+    "training/datasets.py": {"train"}, "vector/polygons.py": {"train"}, "common/classes.py": {"train"},
+    "engine/inference.py": {"classify"}, "raster/radiometry.py": {"classify", "train"},
 }
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
 
 
 def subcommand_options() -> dict:
-    parser = _build_parser()
+    parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return {name: {o for a in sub._actions for o in a.option_strings} for name, sub in action.choices.items()}
 
@@ -40,15 +41,16 @@ def test_options_named_in_messages_exist():
     options = subcommand_options()
     every = set().union(*options.values())
     checked = 0
-    for path in sorted(ENGINE.glob("*.py")):
-        if path.name == "cli.py":
+    for path in sorted(ENGINE.rglob("*.py")):
+        name = path.relative_to(ENGINE).as_posix()
+        if name.startswith("cli/"):
             continue
-        commands = SHOWN_BY.get(path.name)
+        commands = SHOWN_BY.get(name)
         for text in message_strings(path):
             for option in OPTION.findall(text):
                 checked += 1
                 if commands is None:
-                    assert option in every, f"{path.name} names {option}, which no cwsam command has: {text!r}"
+                    assert option in every, f"{name} names {option}, which no cwsam command has: {text!r}"
                 for command in commands or ():
-                    assert option in options[command], f"{path.name} names {option}, which cwsam {command} lacks"
+                    assert option in options[command], f"{name} names {option}, which cwsam {command} lacks"
     assert checked >= 10  # the scan found the messages it is meant to check

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cwsam_core.metrics import confusion_matrix, metrics_from_confusion
+from cwsam_core.training.metrics import confusion_matrix, metrics_from_confusion
 
 
 def test_confusion_matrix_counts_and_ignores():

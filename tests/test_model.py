@@ -7,10 +7,10 @@ import torch
 from model_helpers import write_sam_checkpoint
 from torch.nn import functional as F
 
-from cwsam_core.build import BACKBONES, build_bare_sam, build_cwsam, load_sam_weights
-from cwsam_core.checkpoint import CheckpointError
-from cwsam_core.modeling import low_pass
-from cwsam_core.trainable import parameter_counts
+from cwsam_core.errors import CheckpointError
+from cwsam_core.model.build import BACKBONES, build_bare_sam, build_cwsam, load_sam_weights
+from cwsam_core.model.modeling import low_pass
+from cwsam_core.model.trainable import parameter_counts
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 import torch
 from model_helpers import write_sam_checkpoint
 
-from cwsam_core.build import build_cwsam, build_model, load_authors_checkpoint
-from cwsam_core.checkpoint import AUTHORS_KEY_MAP
-from cwsam_core.model_file import (
-    ClassInfo, ModelCard, ModelFileError, load_model_file, read_model_card, save_model_file,
-)
+from cwsam_core.common.card import ClassInfo, ModelCard
+from cwsam_core.errors import ModelFileError
+from cwsam_core.model.build import build_cwsam, build_model, load_authors_checkpoint
+from cwsam_core.model.checkpoint import AUTHORS_KEY_MAP
+from cwsam_core.model.model_file import load_model_file, read_model_card, save_model_file
 
 CLASSES = [ClassInfo(0, "water", "#1f5fff"), ClassInfo(1, "vegetation", "#2e9e3f"), ClassInfo(5, "urban", "#c73b3b")]
 

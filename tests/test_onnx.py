@@ -18,16 +18,17 @@ import onnxruntime as ort
 import pytest
 import rasterio
 import torch
-
-from cwsam_core.build import build_cwsam
-from cwsam_core.cli import main as cwsam_main
-from cwsam_core.inference import ClassificationError, classify_file
-from cwsam_core.model_file import ModelFileError, load_model_file, read_model_card, save_model_file
-from cwsam_core.onnx_export import ExportError, export_onnx
-from cwsam_core.onnx_model import OnnxRunner, execution_providers, read_onnx_export
-
 from model_helpers import write_sam_checkpoint
 from test_inference import CLASSES, card_for, write_sar
+
+from cwsam_core.cli import main as cwsam_main
+from cwsam_core.engine.inference import classify_file
+from cwsam_core.engine.onnx_export import export_onnx
+from cwsam_core.engine.onnx_runner import OnnxRunner, execution_providers
+from cwsam_core.errors import ClassificationError, ExportError, ModelFileError
+from cwsam_core.model.build import build_cwsam
+from cwsam_core.model.model_file import load_model_file, read_model_card, save_model_file
+from cwsam_core.model.onnx_card import read_onnx_export
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "resources" / "demo" / "model.cwsam.pt"
@@ -89,7 +90,7 @@ def test_export_card_and_logits(demo_exports):
         (source.bands, source.input_scale, source.normalization, source.tile_overlap)
     assert card.tile_size == export["tile_size"] == 256 and export["precision"] == "float32"
     assert card.provenance == source.provenance
-    from cwsam_core.paths import file_sha256
+    from cwsam_core.common.paths import file_sha256
 
     assert export["source_sha256"] == file_sha256(DEMO_MODEL) and export["source"] == DEMO_MODEL.name
     metadata = {p.key: p.value for p in onnx.load(str(result.path), load_external_data=False).metadata_props}
@@ -132,7 +133,7 @@ def test_onnx_classification_matches_pytorch(demo_exports, torch_map, tmp_path):
 
 
 def test_evaluate_takes_an_onnx_export(demo_exports):
-    from cwsam_core.evaluation import evaluate
+    from cwsam_core.training.evaluation import evaluate
 
     onnx_metrics, card = evaluate(demo_exports["float32"].path, [(DEMO_SCENE, DEMO_REFERENCE)], device="cpu")
     torch_metrics, _ = evaluate(DEMO_MODEL, [(DEMO_SCENE, DEMO_REFERENCE)], device="cpu")

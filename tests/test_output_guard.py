@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from cwsam_core.build import build_cwsam
-from cwsam_core.model_file import save_model_file
-from cwsam_core.paths import OutputConflictError, check_outputs, class_raster_files, same_file
-from cwsam_core.simulate import simulate_scene, write_scene
-
 from test_inference import card_for
+
+from cwsam_core.common.paths import check_outputs, class_raster_files, same_file
+from cwsam_core.errors import OutputConflictError
+from cwsam_core.model.build import build_cwsam
+from cwsam_core.model.model_file import save_model_file
+from cwsam_core.simulate import simulate_scene, write_scene
 
 CWSAM = Path(sys.executable).with_name("cwsam")
 

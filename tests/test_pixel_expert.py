@@ -5,17 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from cwsam_core.build import build_cwsam, build_model
-from cwsam_core.model_file import load_model_file, read_model_card, save_model_file
-from cwsam_core.card import ModelCard, ModelFileError
-from cwsam_core.classes import parse_classes
-from cwsam_core.losses import IGNORE_INDEX
-from cwsam_core.modeling.pixel_expert import DEFAULT_WEIGHT, LOG_POSTERIOR_FLOOR, PixelGaussianExpert
-from cwsam_core.simulate import simulate_scene, write_scene
-from cwsam_core.training import TrainConfig, TrainingSource, train
-
 from model_helpers import write_sam_checkpoint
+
+from cwsam_core.common.card import ModelCard
+from cwsam_core.common.classes import parse_classes
+from cwsam_core.common.labels import IGNORE_INDEX
+from cwsam_core.errors import ModelFileError
+from cwsam_core.model.build import build_cwsam, build_model
+from cwsam_core.model.model_file import load_model_file, read_model_card, save_model_file
+from cwsam_core.model.modeling.pixel_expert import DEFAULT_WEIGHT, LOG_POSTERIOR_FLOOR, PixelGaussianExpert
+from cwsam_core.simulate import simulate_scene, write_scene
+from cwsam_core.training.config import TrainConfig
+from cwsam_core.training.datasets import TrainingSource
+from cwsam_core.training.loop import train
 
 
 def two_class_images(seed: int = 0):
@@ -143,7 +145,7 @@ def test_training_fits_the_expert_and_the_model_file_keeps_it(tmp_path):
 
 def test_a_model_with_a_fitted_expert_exports_to_onnx_with_the_same_logits(tmp_path):
     pytest.importorskip("onnxruntime")
-    from cwsam_core.onnx_export import export_onnx
+    from cwsam_core.engine.onnx_export import export_onnx
 
     model = build_model("vit_nano", 2, 32)
     images, labels = two_class_images()

@@ -6,7 +6,7 @@ from authors_reference import VIT_NANO, write_authors_files, write_grey8
 from plugin_helpers import load_plugin
 from qgis.core import QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer
 
-from cwsam_core.authors import FUSAR_MAP_CLASSES, write_authors_model_file
+from cwsam_core.model.authors import FUSAR_MAP_CLASSES, write_authors_model_file
 
 TIMEOUT_MS = 30_000
 

@@ -127,8 +127,8 @@ def test_packaged_zip_loads_from_an_extracted_copy(tmp_path):
         names = zipped.namelist()
         assert {name.split("/")[0] for name in names} == {"cwsam_qgis"}
         for needed in ("cwsam_qgis/metadata.txt", "cwsam_qgis/resources/icon.svg", "cwsam_qgis/__init__.py",
-                       "cwsam_qgis/libs/cwsam_core/inference.py", "cwsam_qgis/requirements.txt",
-                       "cwsam_qgis/requirements-classify.txt", "cwsam_qgis/libs/cwsam_core/onnx_model.py"):
+                       "cwsam_qgis/libs/cwsam_core/engine/inference.py", "cwsam_qgis/requirements.txt",
+                       "cwsam_qgis/requirements-classify.txt", "cwsam_qgis/libs/cwsam_core/engine/onnx_runner.py"):
             assert needed in names
         assert not any("__pycache__" in name for name in names)
         assert "pytest" not in zipped.read("cwsam_qgis/requirements.txt").decode()

@@ -62,7 +62,7 @@ def test_a_broken_engine_is_reported_not_raised(monkeypatch):
     real_import = builtins.__import__
 
     def failing(name, *args, **kwargs):
-        if name == "cwsam_core.devices":
+        if name == "cwsam_core.engine.devices":
             raise ImportError("no torch")
         return real_import(name, *args, **kwargs)
 

@@ -22,8 +22,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtWidgets import QPushButton
 
-from cwsam_core.backbones import BACKBONES
-from cwsam_core.model_file import read_model_card
+from cwsam_core.model.backbones import BACKBONES
+from cwsam_core.model.model_file import read_model_card
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "resources" / "demo"
@@ -218,9 +218,10 @@ def test_class_colours_follow_known_land_cover_names():
 
 
 def test_default_outputs_go_beside_the_project_or_the_input(qgis_app, tmp_path, fresh_settings):
+    from qgis_interface import HeadlessInterface
+
     from cwsam_qgis.dock import CwsamDock
     from cwsam_qgis.layers import BESIDE_INPUT, BESIDE_PROJECT, TEMPORARY, output_folder
-    from qgis_interface import HeadlessInterface
 
     data = tmp_path / "data"
     data.mkdir()

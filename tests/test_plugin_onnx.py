@@ -15,8 +15,8 @@ from test_onnx import NO_TORCH
 from test_plugin_classify import add_raster, dock, run_to_end  # noqa: F401 (dock is a fixture)
 from test_plugin_dependencies import START_PLUGIN, SYSTEM_PYTHON, run_qgis_script
 
-from cwsam_core.inference import classify_file
-from cwsam_core.onnx_export import export_onnx
+from cwsam_core.engine.inference import classify_file
+from cwsam_core.engine.onnx_export import export_onnx
 from cwsam_qgis.layers import GROUP_NAME
 
 REPO = Path(__file__).resolve().parents[1]

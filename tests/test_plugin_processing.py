@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from plugin_helpers import CLASSES, cwsam_processing, load_plugin, plugin_model, write_labels, write_model, write_sar
+from plugin_helpers import CLASSES, cwsam_processing, load_plugin, plugin_model, write_labels, write_sar
 from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProcessingException, QgsProject, QgsRasterLayer
 
 TIMEOUT_MS = 30_000

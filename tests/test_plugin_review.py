@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from plugin_helpers import CLASSES, cwsam_processing, write_labels, write_model, write_sar
 from qgis.core import (
-    QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem, QgsEditFormConfig, QgsGeometry,
-    QgsProcessingException, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer, QgsVectorLayerUtils,
+    QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem, QgsEditFormConfig, QgsGeometry, QgsProcessingException,
+    QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer, QgsVectorLayerUtils,
 )
 from qgis_interface import HeadlessInterface
 
-from cwsam_core.checkpoint import file_sha256
-from cwsam_core.model_file import read_model_card
+from cwsam_core.common.paths import file_sha256
+from cwsam_core.model.model_file import read_model_card
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,16 +12,8 @@ import numpy as np
 import pytest
 import rasterio
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
-    QgsFeature,
-    QgsGeometry,
-    QgsPointXY,
-    QgsProcessingException,
-    QgsProcessingFeedback,
-    QgsProject,
-    QgsRasterLayer,
-    QgsVectorLayer,
+    QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingException,
+    QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
@@ -29,8 +21,9 @@ from qgis.PyQt.QtWidgets import QPushButton
 from qgis_interface import HeadlessInterface
 from rasterio.transform import from_origin
 
-from cwsam_core.inference import classify_file
-from cwsam_core.model_file import default_color, read_model_card
+from cwsam_core.common.card import default_color
+from cwsam_core.engine.inference import classify_file
+from cwsam_core.model.model_file import read_model_card
 from cwsam_core.simulate import SIMULATED_CLASSES, URBAN, WATER, render_backscatter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

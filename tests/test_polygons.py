@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from pyogrio.raw import (  # after cwsam_core.vector.polygons, which quiets pyogrio's import warnings
+    write as write_vector,
+)
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin
 from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 
-from cwsam_core.datasets import TrainingDataError
-from cwsam_core.losses import IGNORE_INDEX
-from cwsam_core.model_file import ClassInfo, default_color
-from cwsam_core.polygons import PolygonLabels, polygon_classes
-from pyogrio.raw import write as write_vector  # after cwsam_core.polygons, which quiets pyogrio's import warnings
+from cwsam_core.common.card import ClassInfo, default_color
+from cwsam_core.common.labels import IGNORE_INDEX
+from cwsam_core.errors import TrainingDataError
+from cwsam_core.vector.polygons import PolygonLabels, polygon_classes
 
 CLASSES = [ClassInfo(1, "water", "#0000ff"), ClassInfo(5, "urban", "#ff0000")]
 UTM = "EPSG:32633"

@@ -11,9 +11,10 @@ import rasterio
 from matplotlib.image import imread
 from rasterio.transform import from_origin
 
-from cwsam_core.model_file import ClassInfo
-from cwsam_core.quicklook import NODATA_RGB, QuicklookError, write_quicklook
-from cwsam_core.raster_output import hex_to_rgba
+from cwsam_core.common.card import ClassInfo
+from cwsam_core.errors import QuicklookError
+from cwsam_core.raster.output import hex_to_rgba
+from cwsam_core.raster.quicklook import NODATA_RGB, write_quicklook
 
 CLASSES = [ClassInfo(0, "water", "#1f78b4"), ClassInfo(3, "forest", "#1b7837"), ClassInfo(7, "urban", "#d7191c")]
 CRS = "EPSG:32633"
@@ -154,7 +155,7 @@ def test_bad_inputs_give_one_clear_error_and_no_png(tmp_path):
 
 def test_matplotlib_is_imported_only_inside_write_quicklook():
     # The library must import (in QGIS, on a server) without matplotlib being loaded or needing a display.
-    import cwsam_core.quicklook as module
+    import cwsam_core.raster.quicklook as module
 
     tree = ast.parse(Path(module.__file__).read_text())
     top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]

@@ -11,9 +11,11 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from cwsam_core.radiometry import (
-    INPUT_SCALES, NormalizationStats, RadiometryError, SarReader, channel_stats, convert_scale, detect_scale,
-    match_bands, normalize, to_model_channels, valid_mask,
+from cwsam_core.common.card import INPUT_SCALES
+from cwsam_core.errors import RadiometryError
+from cwsam_core.raster.radiometry import (
+    NormalizationStats, SarReader, channel_stats, convert_scale, detect_scale, match_bands, normalize,
+    to_model_channels, valid_mask,
 )
 
 RNG_SEED = 7

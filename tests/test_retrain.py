@@ -1,4 +1,4 @@
-"""Warm starts (``cwsam train --init-model``), versions of the review loop (``cwsam_core.retrain``) and their
+"""Warm starts (``cwsam train --init-model``), versions of the review loop (``cwsam_core.training.retrain``) and their
 refusals: one clear line each, and no version written."""
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import rasterio
 import shapely
 import torch
 
-from cwsam_core.checkpoint import file_sha256
-from cwsam_core.model_file import ClassInfo, read_model_card, read_model_file
-from cwsam_core.retrain import (
-    RetrainCancelled, RetrainError, compare_maps, next_version_path, retrain, version_number,
-)
+from cwsam_core.common.card import ClassInfo
+from cwsam_core.common.paths import file_sha256
+from cwsam_core.errors import RetrainCancelled, RetrainError
+from cwsam_core.model.model_file import read_model_card, read_model_file
 from cwsam_core.simulate import SIMULATED_CLASSES, simulate_scene, write_scene
-from cwsam_core.training import TrainConfig, TrainingSource, train
+from cwsam_core.training.config import TrainConfig
+from cwsam_core.training.datasets import TrainingSource
+from cwsam_core.training.loop import train
+from cwsam_core.training.retrain import compare_maps, next_version_path, retrain, version_number
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -206,7 +208,7 @@ def test_a_time_budget_trains_until_it_is_spent(parent, tmp_path):
 
 
 def test_without_its_training_data_the_model_replays_its_own_map_outside_the_corrections(parent, tmp_path):
-    from cwsam_core.retrain import anchor_labels
+    from cwsam_core.training.retrain import anchor_labels
 
     fixes = corrections(parent, tmp_path / "fixes.gpkg")
     with rasterio.open(parent["scene"]) as src:

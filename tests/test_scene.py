@@ -12,14 +12,16 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, reproject
-
-from cwsam_core.build import build_cwsam
-from cwsam_core.inference import ClassificationError, classify_file, classify_raster
-from cwsam_core.model_file import save_model_file
-from cwsam_core.scene import StackedScene, open_scene, scene_name, scene_paths
-from cwsam_core.training import TrainConfig, TrainingSource, train
-
 from test_inference import PerPixelModel, card_for, read, write_sar
+
+from cwsam_core.engine.inference import classify_file, classify_raster
+from cwsam_core.errors import ClassificationError
+from cwsam_core.model.build import build_cwsam
+from cwsam_core.model.model_file import save_model_file
+from cwsam_core.raster.scene import StackedScene, open_scene, scene_name, scene_paths
+from cwsam_core.training.config import TrainConfig
+from cwsam_core.training.datasets import TrainingSource
+from cwsam_core.training.loop import train
 
 CWSAM = Path(sys.executable).with_name("cwsam")
 
@@ -136,7 +138,8 @@ def test_bad_scene_files_are_one_line(tmp_path, model):
 
 
 def test_training_from_separate_files(tmp_path):
-    from cwsam_core.model_file import ClassInfo, read_model_card
+    from cwsam_core.common.card import ClassInfo
+    from cwsam_core.model.model_file import read_model_card
     from cwsam_core.simulate import SIMULATED_CLASSES, simulate_scene, write_scene
 
     image, labels = write_scene(simulate_scene(128, 128, seed=9), tmp_path / "sar.tif", tmp_path / "labels.tif")

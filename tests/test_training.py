@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cwsam_core.datasets import TrainingDataError
-from cwsam_core.inference import classify_file
-from cwsam_core.model_file import ClassInfo, read_model_card
+from cwsam_core.common.card import ClassInfo
+from cwsam_core.engine.inference import classify_file
+from cwsam_core.errors import TrainingDataError
+from cwsam_core.model.model_file import read_model_card
 from cwsam_core.simulate import SIMULATED_CLASSES, simulate_scene, write_scene
-from cwsam_core.training import TrainConfig, TrainingSource, state_path, train
+from cwsam_core.training.config import TrainConfig
+from cwsam_core.training.datasets import TrainingSource
+from cwsam_core.training.loop import state_path, train
 
 CLASSES = [ClassInfo(c.value, c.name, c.color) for c in SIMULATED_CLASSES]
 
@@ -91,8 +94,7 @@ def test_unusable_images_and_checkpoints_are_named(tmp_path, scene):
     import rasterio
     from model_helpers import write_sam_checkpoint
 
-    from cwsam_core.checkpoint import CheckpointError
-    from cwsam_core.radiometry import RadiometryError
+    from cwsam_core.errors import CheckpointError, RadiometryError
 
     image, labels = write_scene(simulate_scene(128, 128, seed=2), tmp_path / "void.tif", tmp_path / "void_labels.tif",
                                 nodata=-9999.0)
@@ -120,12 +122,12 @@ def test_label_values_outside_the_classes_are_ignored_and_logged(tmp_path, scene
 
 
 def test_several_images_are_split_by_whole_files(tmp_path):
-    from cwsam_core.training import _Source, split_sources
+    from cwsam_core.training.sampling import OpenedSource, split_sources
 
     sources = []
     for seed in range(4):
         image, labels = write_scene(simulate_scene(96, 96, seed=seed), tmp_path / f"s{seed}.tif", tmp_path / f"l{seed}.tif")
-        sources.append(_Source(TrainingSource(image, labels), config(tmp_path)))
+        sources.append(OpenedSource(TrainingSource(image, labels), config(tmp_path)))
     try:
         split_sources(sources, 32, 0.25, seed=0)
         held_out = [s for s in sources if s.val_blocks]

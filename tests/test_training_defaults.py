@@ -13,13 +13,15 @@ import pytest
 import rasterio
 import torch
 
-from cwsam_core.datasets import TrainingDataError
-from cwsam_core.inference import classify_file
-from cwsam_core.model_file import ClassInfo, read_model_card
+from cwsam_core.common.card import ClassInfo
+from cwsam_core.engine.inference import classify_file
+from cwsam_core.errors import TrainingDataError
+from cwsam_core.model.model_file import read_model_card
 from cwsam_core.simulate import SIMULATED_CLASSES, simulate_scene, write_scene
-from cwsam_core.training import (
-    LR_FROM_SCRATCH, TrainConfig, TrainingSource, _pick_window, _Source, split_sources, state_path, train,
-)
+from cwsam_core.training.config import LR_FROM_SCRATCH, TrainConfig
+from cwsam_core.training.datasets import TrainingSource
+from cwsam_core.training.loop import state_path, train
+from cwsam_core.training.sampling import OpenedSource, _pick_window, split_sources
 
 CLASSES = [ClassInfo(c.value, c.name, c.color) for c in SIMULATED_CLASSES]
 CWSAM = Path(sys.executable).with_name("cwsam")
@@ -118,7 +120,7 @@ def test_one_small_image_trains_with_a_validation_part(tmp_path):
     image, labels = write_scene(simulate_scene(256, 256, seed=3), tmp_path / "sar.tif", tmp_path / "labels.tif")
     result = train([TrainingSource(image, labels)], config(tmp_path, tile_size=128))
     assert result.best_epoch > 0 and not np.isnan(result.best_miou)
-    source = _Source(TrainingSource(image, labels), config(tmp_path, tile_size=128))
+    source = OpenedSource(TrainingSource(image, labels), config(tmp_path, tile_size=128))
     try:
         split_sources([source], 128, 0.2, seed=0)
         assert source.block_size == 128 and len(source.val_blocks) == 1 and len(source.train_blocks) == 3
@@ -179,7 +181,7 @@ def test_balanced_windows_find_a_rare_class(tmp_path):
         values[values == CLASSES[4].value] = CLASSES[2].value
         values[200:204, 10:14] = CLASSES[4].value  # 16 px of the rare class
         dataset.write(values, 1)
-    source = _Source(TrainingSource(image, labels), config(tmp_path, tile_size=32))
+    source = OpenedSource(TrainingSource(image, labels), config(tmp_path, tile_size=32))
     try:
         split_sources([source], 32, 0.0, seed=0)
 

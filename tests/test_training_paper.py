@@ -9,10 +9,13 @@ import torch
 from torch.nn import functional as F
 
 from cwsam_core import cli
-from cwsam_core.losses import IGNORE_INDEX, SegmentationLoss
-from cwsam_core.model_file import ClassInfo, read_model_card
+from cwsam_core.common.card import ClassInfo
+from cwsam_core.common.labels import IGNORE_INDEX
+from cwsam_core.model.model_file import read_model_card
 from cwsam_core.simulate import simulate_scene, write_scene
-from cwsam_core.training import PAPER_LR_MIN, TrainConfig, _Clock, paper_class_weights
+from cwsam_core.training.config import PAPER_LR_MIN, RunClock, TrainConfig
+from cwsam_core.training.loop import paper_class_weights
+from cwsam_core.training.losses import SegmentationLoss
 
 FUSAR = ["building", "vegetation", "water", "road", "background"]
 
@@ -46,7 +49,7 @@ def test_paper_schedule_is_their_cosine_annealing_per_epoch():
     epochs, steps = 7, 3
     config = TrainConfig(backbone="vit_nano", classes=[], output="x", epochs=epochs, steps_per_epoch=steps, lr=2e-4,
                          recipe="paper", warmup_steps=0)
-    clock = _Clock(config)
+    clock = RunClock(config)
     optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=2e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=PAPER_LR_MIN)
     for epoch in range(epochs):

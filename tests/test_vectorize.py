@@ -1,4 +1,4 @@
-"""Polygons out: ``cwsam_core.vectorize`` and ``cwsam vectorize`` on class rasters written like the engine's."""
+"""Polygons out: ``cwsam_core.vector.vectorize`` and ``cwsam vectorize`` on class rasters written like the engine's."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from pyogrio.raw import read as read_vector
 from rasterio.features import sieve
 from rasterio.transform import from_origin
 
-from cwsam_core import vectorize as engine
 from cwsam_core.cli import main
-from cwsam_core.model_file import PALETTE, ClassInfo
-from cwsam_core.raster_output import CLASS_NODATA, category_names_aux_xml, colormap
+from cwsam_core.common.card import PALETTE, ClassInfo
+from cwsam_core.errors import VectorizeCancelled, VectorizeError
+from cwsam_core.raster.output import CLASS_NODATA, category_names_aux_xml, colormap
 from cwsam_core.simulate import simulate_scene
-from cwsam_core.vectorize import VectorizeCancelled, VectorizeError, vectorize_file
+from cwsam_core.vector import vectorize as engine
+from cwsam_core.vector.vectorize import vectorize_file
 
 PIXEL = 10.0
 CLASSES = [ClassInfo(0, "water", "#1f78b4"), ClassInfo(1, "bare soil", "#c8a064"),
@@ -293,7 +294,7 @@ def test_the_geopackage_holds_its_qgis_style(tmp_path):
 
 def test_engine_copies_match_and_vectorize_does_not_import_torch():
     assert engine.default_color(1) == PALETTE[1] and engine.CLASS_NODATA == CLASS_NODATA
-    code = "import sys, cwsam_core.vectorize; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, cwsam_core.vector.vectorize; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

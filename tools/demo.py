@@ -26,14 +26,15 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import rasterio
 
-from cwsam_core.checkpoint import CheckpointError
-from cwsam_core.datasets import TrainingDataError
-from cwsam_core.evaluation import class_raster_confusion
-from cwsam_core.inference import ClassificationError, ClassificationResult, classify_file
-from cwsam_core.metrics import SegmentationMetrics, metrics_from_confusion
-from cwsam_core.model_file import ModelCard, ModelFileError, read_model_card
-from cwsam_core.quicklook import QuicklookError, write_quicklook
-from cwsam_core.radiometry import RadiometryError
+from cwsam_core.common.card import ModelCard
+from cwsam_core.engine.inference import ClassificationResult, classify_file
+from cwsam_core.errors import (
+    CheckpointError, ClassificationError, ModelFileError, QuicklookError, RadiometryError, TrainingDataError,
+)
+from cwsam_core.model.model_file import read_model_card
+from cwsam_core.raster.quicklook import write_quicklook
+from cwsam_core.training.evaluation import class_raster_confusion
+from cwsam_core.training.metrics import SegmentationMetrics, metrics_from_confusion
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = {"model": "model.cwsam.pt", "scene": "scene.tif", "reference": "reference.tif"}

@@ -3,7 +3,7 @@
 Run as ``make demo-model`` (the same as ``python tools/make_demo_model.py`` with the defaults below).
 It writes, in ``resources/demo/``:
 
-* ``model.cwsam.pt``: ``vit_tiny`` trained from scratch (fixed seed, CPU) with ``cwsam_core.training.train``
+* ``model.cwsam.pt``: ``vit_tiny`` trained from scratch (fixed seed, CPU) with ``cwsam_core.training.loop.train``
   on simulated dual-pol scenes (``cwsam_core.simulate``, seeds ``--train-seeds``), stored in float16. Its
   model card's provenance records the command, the seeds, the training budget, the validation metrics
   (on the training scenes held out for validation: ``--val-fraction`` of them, whole) and the metrics on
@@ -32,11 +32,14 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from cwsam_core.evaluation import evaluate
-from cwsam_core.metrics import SegmentationMetrics
-from cwsam_core.model_file import ClassInfo, load_model_file, read_model_card, save_model_file
+from cwsam_core.common.card import ClassInfo
+from cwsam_core.model.model_file import load_model_file, read_model_card, save_model_file
 from cwsam_core.simulate import SIMULATED_CLASSES, simulate_scene, write_scene
-from cwsam_core.training import TrainConfig, TrainingSource, train
+from cwsam_core.training.config import TrainConfig
+from cwsam_core.training.datasets import TrainingSource
+from cwsam_core.training.evaluation import evaluate
+from cwsam_core.training.loop import train
+from cwsam_core.training.metrics import SegmentationMetrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CLASSES = [ClassInfo(c.value, c.name, c.color) for c in SIMULATED_CLASSES]

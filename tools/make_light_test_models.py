@@ -16,8 +16,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from plugin_helpers import DEMO_MODEL, DEMO_ONNX_NAME, LIGHT_MODEL_NAME, write_model  # noqa: E402
 
-from cwsam_core.onnx_export import export_onnx  # noqa: E402
-
+from cwsam_core.engine.onnx_export import export_onnx  # noqa: E402
 
 
 def main(out_dir: Path) -> int:

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import bench_train as bt  # noqa: E402  (the benchmark's folds, readers and baselines)
 
-from cwsam_core.losses import IGNORE_INDEX  # noqa: E402
-from cwsam_core.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
-from cwsam_core.radiometry import match_bands  # noqa: E402
+from cwsam_core.common.labels import IGNORE_INDEX  # noqa: E402
+from cwsam_core.raster.radiometry import match_bands  # noqa: E402
+from cwsam_core.training.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
 
 
 def labelled(samples: Sequence[bt.Sample], task: bt.Task) -> List[Tuple[np.ndarray, np.ndarray, tuple]]:

@@ -15,17 +15,21 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np, torch
+import numpy as np
+import torch
 import torch.nn.functional as F
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 torch.set_num_threads(1)
 import bench_train as bt
-from cwsam_core.modeling.cwsam import CWSAM
-from cwsam_core.evaluation import evaluate
-from cwsam_core.losses import IGNORE_INDEX
-from cwsam_core.metrics import metrics_from_confusion
-from cwsam_core.model_file import read_model_card
+
+from cwsam_core.common.labels import IGNORE_INDEX
+from cwsam_core.model.model_file import read_model_card
+from cwsam_core.model.modeling.cwsam import CWSAM
+from cwsam_core.training.evaluation import evaluate
+from cwsam_core.training.metrics import metrics_from_confusion
+
 warnings.simplefilter("ignore"); logging.disable(logging.WARNING)
 S = {}
 _orig = CWSAM.forward
@@ -44,6 +48,7 @@ def forward(self, x):
     return out + S["alpha"] * logpost
 CWSAM.forward = forward
 import os
+
 # ALPHAS="1,2,gml" measures other weights; default as in docs/EVALUATION.md
 alphas = [a if a == "gml" else float(a) for a in os.environ.get("ALPHAS", "0,0.25,0.5,1,gml").split(",")]
 which = sys.argv[1]

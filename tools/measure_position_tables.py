@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cwsam_core.build import build_bare_sam  # noqa: E402
-from cwsam_core.checkpoint import resize_to_model  # noqa: E402
-from cwsam_core.radiometry import channel_stats, normalize, to_model_channels  # noqa: E402
+from cwsam_core.model.build import build_bare_sam  # noqa: E402
+from cwsam_core.model.checkpoint import resize_to_model  # noqa: E402
+from cwsam_core.raster.radiometry import channel_stats, normalize, to_model_channels  # noqa: E402
 from cwsam_core.simulate import simulate_scene  # noqa: E402
 
 

@@ -25,7 +25,7 @@ from typing import Iterator, Tuple
 REPO = Path(__file__).resolve().parents[1]
 TOP = "cwsam_qgis"
 # Lines of requirements.txt that only the tests need.
-TEST_ONLY = ("pytest", "pytest-qt")
+TEST_ONLY = ("pytest", "pytest-qt", "import-linter")
 
 
 def version() -> str:

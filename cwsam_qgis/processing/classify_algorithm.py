@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingOutputFile, QgsProcessingOutputString, QgsProcessingParameterEnum,
-    QgsProcessingParameterExtent, QgsProcessingParameterFile, QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
-    QgsProcessingParameterVectorDestination,
+    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
+    QgsProcessingOutputString, QgsProcessingParameterEnum, QgsProcessingParameterExtent, QgsProcessingParameterFile,
+    QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString, QgsProcessingParameterVectorDestination,
 )
 
 from .. import compat
@@ -183,7 +182,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
                 feedback.reportError(outcome.details)
             raise QgsProcessingException(for_the_plugin(outcome.error or "classification failed"))
         result = outcome.result
-        from cwsam_core.card import read_card
+        from cwsam_core.model.card_reader import read_card
 
         classes = read_card(model).classes
         for note in result.warnings:

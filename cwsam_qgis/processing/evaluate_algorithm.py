@@ -1,5 +1,5 @@
 """Processing algorithm "Evaluate CWSAM model": classify a labelled SAR raster the way a user would and
-score it (IoU per class, mIoU, overall accuracy, kappa) with ``cwsam_core.evaluation.evaluate``."""
+score it (IoU per class, mIoU, overall accuracy, kappa) with ``cwsam_core.training.evaluation.evaluate``."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             for name in (self.INPUT, self.LABELS):
                 sources.append(raster_source(self.parameterAsRasterLayer(parameters, name, context)))
             image, labels = (s.materialize(feedback) for s in sources)
-            from cwsam_core.evaluation import evaluate
+            from cwsam_core.training.evaluation import evaluate
 
             metrics, card = evaluate(
                 model, [(image, labels)], sam_checkpoint=sam or None, ignore_values=ignore,
@@ -97,9 +97,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
         except ImportError as exc:
             raise QgsProcessingException(f"CWSAM's Python dependencies cannot be imported ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - engine errors become one-line Processing errors
-            from cwsam_core.datasets import TrainingDataError
-
-            if isinstance(exc, (*expected_errors(), TrainingDataError)):
+            if isinstance(exc, expected_errors()):
                 raise QgsProcessingException(for_the_dock(str(exc))) from None
             feedback.reportError(traceback.format_exc())
             raise QgsProcessingException(f"evaluation failed: {type(exc).__name__}: {exc}") from None

@@ -1,16 +1,16 @@
 """Processing algorithm "Retrain CWSAM from corrections" (``cwsam:retrain``): the Review tab's retraining,
 for the Toolbox, the Model Designer, batch mode and ``qgis_process``. Same engine call as the dock
-(``cwsam_core.retrain.retrain``): the next version of the model, written beside it."""
+(``cwsam_core.training.retrain.retrain``): the next version of the model, written beside it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputNumber,
-    QgsProcessingOutputString, QgsProcessingParameterEnum,
-    QgsProcessingParameterFeatureSource, QgsProcessingParameterField, QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
+    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingOutputString,
+    QgsProcessingParameterEnum, QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
+    QgsProcessingParameterFile, QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
 )
 
 from .. import compat
@@ -115,7 +115,7 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgress(100.0 * fraction)
 
         log = log_to_feedback(feedback)
-        from cwsam_core.retrain import retrain
+        from cwsam_core.training.retrain import retrain
 
         try:
             with engine_log(log):

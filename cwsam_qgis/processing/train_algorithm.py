@@ -7,18 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
-    QgsProcessingException,
-    QgsProcessingOutputNumber,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
-    QgsVectorLayer,
+    QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource, QgsProcessingParameterField, QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString, QgsVectorLayer,
 )
 
 from .. import compat
@@ -40,7 +32,7 @@ def _backbone_names() -> list:
     """The backbone registry needs no torch; without cwsam_core at all only the default is offered (the
     algorithm then reports the missing dependencies when run)."""
     try:
-        from cwsam_core.backbones import BACKBONES
+        from cwsam_core.model.backbones import BACKBONES
     except ImportError:
         return [DEFAULT_BACKBONE]
     return list(BACKBONES)
@@ -209,8 +201,8 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
 
     def _classes(self, parameters, context, polygons: PolygonFile, field_name: str) -> list:
         """The classes given, or every value of the field (integer values kept, text values numbered)."""
-        from cwsam_core.classes import parse_classes
-        from cwsam_core.polygons import polygon_classes
+        from cwsam_core.common.classes import parse_classes
+        from cwsam_core.vector.polygons import polygon_classes
 
         spec = self.parameterAsString(parameters, self.CLASSES, context).strip()
         if spec:

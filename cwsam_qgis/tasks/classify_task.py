@@ -1,4 +1,4 @@
-"""Classification in the background: a QgsTask around ``cwsam_core.inference.classify_file``.
+"""Classification in the background: a QgsTask around ``cwsam_core.engine.inference.classify_file``.
 
 The task only runs the engine on files; the layer (if it had no file of its own) was reduced to a
 provider clone in the main thread and is exported here. Results reach the main thread through
@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from qgis.core import QgsTask
 
 from ..layers import LayerError, RasterSource
-from ..messages import for_the_dock
+from ..messages import engine_errors, for_the_dock
 
 
 @dataclass
@@ -73,13 +73,8 @@ def for_the_plugin(message: str) -> str:
 
 
 def expected_errors() -> tuple:
-    """Engine exceptions whose message is meant for the user (imported late: they need the engine's
-    dependencies, though not torch)."""
-    from cwsam_core.card import CheckpointError, ModelFileError
-    from cwsam_core.inference import ClassificationError
-    from cwsam_core.radiometry import RadiometryError
-
-    return (ClassificationError, ModelFileError, CheckpointError, RadiometryError, LayerError)
+    """Exceptions whose message is meant for the user (messages.engine_errors: the engine's and the layers')."""
+    return engine_errors()
 
 
 def run_classification(
@@ -91,7 +86,8 @@ def run_classification(
     Shared by the dock's task and the Processing algorithm, so both classify the same way.
     """
     try:
-        from cwsam_core.inference import ClassificationCancelled, classify_file
+        from cwsam_core.engine.inference import classify_file
+        from cwsam_core.errors import ClassificationCancelled
 
         errors = expected_errors()
     except Exception as exc:  # noqa: BLE001 - missing dependencies
@@ -135,7 +131,8 @@ def check_polygons_path(request: ClassifyRequest) -> Optional[str]:
         return None
     if request.polygons.suffix.lower() != ".gpkg":
         return f"the polygons are written as a GeoPackage: give a file name ending in .gpkg, not {request.polygons.name}"
-    from cwsam_core.paths import OutputConflictError, check_outputs, class_raster_files, raster_input_files
+    from cwsam_core.common.paths import check_outputs, class_raster_files, raster_input_files
+    from cwsam_core.errors import OutputConflictError
 
     inputs = [("SAR raster", raster_input_files(request.source.path)), ("model file", [request.model]),
               ("SAM checkpoint", [request.sam_checkpoint])]
@@ -150,10 +147,11 @@ def check_polygons_path(request: ClassifyRequest) -> Optional[str]:
 
 def write_polygons(result, request: ClassifyRequest, progress=None, should_cancel=None) -> Tuple[Optional[object],
                                                                                                 Optional[str]]:
-    """The class raster just written as polygons (``cwsam_core.vectorize``, the engine of ``cwsam vectorize``):
+    """The class raster just written as polygons (``cwsam_core.vector.vectorize``, the engine of ``cwsam vectorize``):
     (VectorizeResult, None), or (None, why not). Never raises: the classification stands either way."""
     try:
-        from cwsam_core.vectorize import VectorizeCancelled, VectorizeError, vectorize_file
+        from cwsam_core.errors import VectorizeCancelled, VectorizeError
+        from cwsam_core.vector.vectorize import vectorize_file
     except Exception as exc:  # noqa: BLE001 - a missing dependency is a message
         return None, f"polygons not written: the vectorize engine cannot be imported ({exc})"
 

@@ -1,4 +1,4 @@
-"""Retraining from corrections in the background: a QgsTask around ``cwsam_core.retrain.retrain``, then
+"""Retraining from corrections in the background: a QgsTask around ``cwsam_core.training.retrain.retrain``, then
 the classification of the same raster with the new version and its comparison with the previous map.
 
 Shared by the dock's Review tab and the ``cwsam:retrain`` algorithm (``run_retrain``). The task only
@@ -98,7 +98,7 @@ class RetrainJob:
 
 @dataclass
 class RetrainOutcome:
-    """What a review step left: the new version (``cwsam_core.retrain.RetrainResult``), its class map
+    """What a review step left: the new version (``cwsam_core.training.retrain.RetrainResult``), its class map
     (``ClassificationResult``) and the change against the previous map (``MapChange``), or why not.
     A version whose classification failed stays written: ``retrained`` is set and ``error`` says why."""
 
@@ -120,7 +120,8 @@ def run_retrain(job: RetrainJob, progress: Optional[Callable[[float, str], None]
 
 def _run_retrain(job: RetrainJob, progress, should_cancel) -> RetrainOutcome:
     try:
-        from cwsam_core.retrain import RetrainCancelled, compare_maps, retrain
+        from cwsam_core.errors import RetrainCancelled
+        from cwsam_core.training.retrain import compare_maps, retrain
     except Exception as exc:  # noqa: BLE001 - missing dependencies
         return RetrainOutcome(error=f"CWSAM's Python dependencies cannot be imported ({exc}): see the Setup tab")
 

@@ -1,4 +1,4 @@
-"""Fine-tuning in the background: a QgsTask around ``cwsam_core.training.train``.
+"""Fine-tuning in the background: a QgsTask around ``cwsam_core.training.loop.train``.
 
 The task only runs the engine. It reports steps and epochs through Qt signals (queued to the main
 thread by Qt), stops at the next step when cancelled (the engine keeps the best model so far) and
@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Sequence
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ..messages import for_the_dock
+from ..messages import engine_errors, for_the_dock
 
 LOG_TAG = "CWSAM"
 
@@ -27,7 +27,7 @@ class TrainOutcome:
     """What a training run left: the engine's result, or the one-line error that stopped it.
 
     Attributes:
-      result: ``cwsam_core.training.TrainResult`` or None when the run failed or nothing was kept.
+      result: ``cwsam_core.training.loop.TrainResult`` or None when the run failed or nothing was kept.
       error: the message to show, or None.
       details: a traceback for the log panel when the error was unexpected.
       cancelled: True when the user cancelled (``result`` then holds the best model so far, if any).
@@ -74,13 +74,9 @@ def remove_files(cleanup: Sequence[Callable[[], None]]) -> None:
 
 
 def expected_errors() -> tuple:
-    """Engine exceptions that carry a message for the user (imported late: they need torch)."""
-    from cwsam_core.checkpoint import CheckpointError
-    from cwsam_core.datasets import TrainingDataError
-    from cwsam_core.model_file import ModelFileError
-    from cwsam_core.radiometry import RadiometryError
-
-    return (TrainingDataError, CheckpointError, RadiometryError, ModelFileError, ValueError, OSError)
+    """Exceptions that carry a message for the user: the engine's and the layers' (messages.engine_errors),
+    and the file system's."""
+    return (*engine_errors(), ValueError, OSError)
 
 
 class _ForwardHandler(logging.Handler):
@@ -144,7 +140,7 @@ def run_training(job: TrainingJob, progress: Optional[Callable[[dict], None]] = 
 
 
 def _run_training(job: TrainingJob, progress, should_cancel) -> TrainOutcome:
-    from cwsam_core.training import train
+    from cwsam_core.training.loop import train
 
     try:
         if job.raster is not None:
@@ -281,14 +277,15 @@ def training_job(
     """The engine's sources and config for a raster (a ``layers.RasterSource`` or a path) and a polygon
     file (a ``PolygonFile``); the job deletes both where they are temporary exports.
 
-    ``classes`` are ``cwsam_core.model_file.ClassInfo``: for an integer field, ``value`` is the field
+    ``classes`` are ``cwsam_core.model.model_file.ClassInfo``: for an integer field, ``value`` is the field
     value; for a text field, ``name`` is the text. ``time_budget`` (minutes) trains until the time is
     spent (None or 0: ``epochs`` of ``steps_per_epoch`` steps); ``lr`` None takes the engine's rate for
     the kind of training (from scratch or adapters on SAM). Raises ValueError with a message, naming the
     dock's fields, for bad settings.
     """
-    from cwsam_core.build import backbone_config
-    from cwsam_core.training import TrainConfig, TrainingSource
+    from cwsam_core.model.build import backbone_config
+    from cwsam_core.training.config import TrainConfig
+    from cwsam_core.training.datasets import TrainingSource
 
     config = backbone_config(backbone)
     if config.sam_checkpoint and not sam_checkpoint:

@@ -9,9 +9,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from qgis.core import (
-    Qgis, QgsApplication, QgsCoordinateTransform, QgsProject, QgsRasterLayer,
-)
+from qgis.core import Qgis, QgsApplication, QgsCoordinateTransform, QgsProject, QgsRasterLayer
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -20,7 +18,6 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import compat, messages, settings
-from .setup_panel import device_line
 from ..layers import (
     LayerError, add_classification, add_polygons, cwsam_output_layers, free_path, layer_file, output_folder,
     raster_source, safe_stem,
@@ -29,6 +26,7 @@ from ..tasks.classify_task import (
     ClassifyOutcome, ClassifyRequest, ClassifyTask, area_summary, for_the_plugin, parse_bands,
 )
 from .scrolling import scrolling_content
+from .setup_panel import device_line
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 MODEL_FILTER = "CWSAM model (*.pt *.pth *.onnx);;CWSAM model file (*.pt *.pth);;ONNX export (*.onnx);;All files (*)"
@@ -60,7 +58,7 @@ def _self_contained(model_path: str) -> bool:
 def _model_card(path: str, modified: float, size: int):
     """The card of a model file or ONNX export, read once per version of the file (a model file holds all its
     tensors; an export's card is read without its weights or torch)."""
-    from cwsam_core.card import read_card
+    from cwsam_core.model.card_reader import read_card
 
     return read_card(path)
 
@@ -99,7 +97,9 @@ def describe_fit(model_path: str, layer: Optional[QgsRasterLayer],
         return "<br>".join(lines), problems
     try:
         import rasterio
-        from cwsam_core.radiometry import RadiometryError, SarReader
+
+        from cwsam_core.errors import RadiometryError
+        from cwsam_core.raster.radiometry import SarReader
 
         with rasterio.open(path) as dataset:
             names = [d or f"band {i}" for i, d in enumerate(dataset.descriptions, start=1)]

@@ -8,7 +8,7 @@ corrections* runs a ``RetrainTask``: a short training from the map's model on th
 replayed, its own map outside them and its training data where still on disk), then the same raster
 classified with the new version, added above the previous map, and a summary of what changed. *Undo*
 returns to the previous version (its map and model; the newer files stay on disk). The engine does the
-work (``cwsam_core.retrain``); this file only wires widgets to it.
+work (``cwsam_core.training.retrain``); this file only wires widgets to it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from qgis.core import (
-    Qgis, QgsApplication, QgsDefaultValue, QgsEditorWidgetSetup, QgsProject,
-    QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer,
+    Qgis, QgsApplication, QgsDefaultValue, QgsEditorWidgetSetup, QgsProject, QgsRasterLayer, QgsVectorFileWriter,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QMetaType, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
@@ -35,8 +35,7 @@ from ..layers import (
 )
 from ..polygon_source import PolygonSourceError, polygon_file
 from ..tasks.retrain_task import (
-    DEFAULT_MINUTES, DEFAULT_REPLAY, RetrainJob, RetrainOutcome, RetrainTask, ReviewedMap, change_rows,
-    reviewed_map,
+    DEFAULT_MINUTES, DEFAULT_REPLAY, RetrainJob, RetrainOutcome, RetrainTask, ReviewedMap, change_rows, reviewed_map,
 )
 from .scrolling import scrolling_content
 
@@ -52,7 +51,7 @@ _DETACHED: set = set()  # tasks still running after their panel was shut down
 
 
 def _model_card(model: Path):
-    from cwsam_core.model_file import read_model_card
+    from cwsam_core.model.model_file import read_model_card
 
     return read_model_card(model)
 
@@ -330,7 +329,7 @@ class ReviewPanel(QWidget):
         except (LayerError, PolygonSourceError) as exc:
             self._fail(str(exc))
             return None
-        from cwsam_core.retrain import next_version_path, version_number
+        from cwsam_core.training.retrain import next_version_path, version_number
 
         number = version_number(next_version_path(self.reviewed.model))
         version_map = free_path(self.reviewed.path.parent, f"{_base(self.reviewed.path.stem)}_v{number}", ".tif")

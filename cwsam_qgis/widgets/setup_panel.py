@@ -16,7 +16,7 @@ def device_line(setting: str) -> str:
     """Which device a run with this device setting uses and why: "Runs on GPU (cuda:0): NVIDIA ..., 10.2 GiB
     free of 16.0 GiB", or "Runs on CPU: this PyTorch ... is a CPU-only build ...". Never raises."""
     try:
-        from cwsam_core.devices import describe_device
+        from cwsam_core.engine.devices import describe_device
 
         device, reason = describe_device(setting)
     except Exception as exc:  # noqa: BLE001 - torch missing or broken: say so, the Setup tab has the details

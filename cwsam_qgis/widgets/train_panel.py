@@ -2,7 +2,7 @@
 
 The panel gathers settings, checks them in the main thread (messages, never exceptions), exports
 polygon layers the core cannot read as they stand, and runs ``TrainTask``. The engine
-(``cwsam_core.training.train``) does the work; this file only wires widgets to it.
+(``cwsam_core.training.loop.train``) does the work; this file only wires widgets to it.
 
 Every default works on a user's first raster and polygons: the class field is guessed (never the
 feature id), class colours follow known land-cover names, training runs for a time (10 minutes),
@@ -16,27 +16,12 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from qgis.core import Qgis, QgsApplication, QgsFieldProxyModel, QgsProject, QgsRasterLayer
-from qgis.gui import (
-    QgsCollapsibleGroupBoxBasic, QgsColorButton, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox,
-)
+from qgis.gui import QgsCollapsibleGroupBoxBasic, QgsColorButton, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import (
-    QAbstractItemView,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
-    QWidget,
+    QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+    QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QWidget,
 )
 
 from .. import compat, messages, settings
@@ -46,8 +31,8 @@ from ..polygon_source import (
 )
 from ..tasks.classify_task import parse_bands
 from ..tasks.train_task import TrainOutcome, TrainTask, describe_outcome, history_lines, training_job
-from .training_plot import TrainingPlot
 from .scrolling import scrolling_content
+from .training_plot import TrainingPlot
 
 # Keys under "cwsam/" (the shared SAM checkpoint key lives in settings.py).
 KEY_BACKBONE = "train/backbone"
@@ -79,7 +64,7 @@ MIN_TILE = 64
 def _backbones() -> dict:
     """cwsam_core's backbone registry, or {} when the engine cannot be imported (the plugin still loads)."""
     try:
-        from cwsam_core.backbones import BACKBONES
+        from cwsam_core.model.backbones import BACKBONES
     except Exception:  # noqa: BLE001 - a missing or broken torch install: the panel says so instead
         return {}
     return dict(BACKBONES)
@@ -100,7 +85,7 @@ def training_unavailable() -> Optional[str]:
 
 
 def _palette(count: int) -> List[str]:
-    from cwsam_core.card import default_color
+    from cwsam_core.common.card import default_color
 
     return [default_color(i) for i in range(max(count, 1))]
 
@@ -109,7 +94,7 @@ def auto_learning_rate(backbone: str) -> Optional[float]:
     """The engine's learning rate for a backbone: from scratch, or adapters on SAM (None without the engine)."""
     config = _backbones().get(backbone)
     try:
-        from cwsam_core.training import LR_ADAPTERS, LR_FROM_SCRATCH
+        from cwsam_core.training.config import LR_ADAPTERS, LR_FROM_SCRATCH
     except Exception:  # noqa: BLE001
         return None
     if config is None:
@@ -490,7 +475,7 @@ class TrainPanel(QWidget):
 
     def classes(self) -> list:
         """The ticked classes as ``ClassInfo``, in table order (the model's class order)."""
-        from cwsam_core.card import ClassInfo
+        from cwsam_core.common.card import ClassInfo
 
         chosen = []
         for row in range(self.class_table.rowCount()):

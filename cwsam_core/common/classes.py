@@ -1,0 +1,66 @@
+"""Class lists given by users: ``VALUE:NAME[:#RRGGBB],...`` inline, or a CSV / JSON file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import List
+
+from ..errors import ClassSpecError
+from .card import ClassInfo, default_color
+
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def _make(value: str, name: str, colour: str, index: int, where: str) -> ClassInfo:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ClassSpecError(f"{where}: class value {value!r} is not an integer") from None
+    name = str(name).strip()
+    if not name:
+        raise ClassSpecError(f"{where}: class {number} has no name")
+    colour = (colour or "").strip() or default_color(index)
+    if not _COLOUR.match(colour):
+        raise ClassSpecError(f"{where}: colour {colour!r} of class {name!r} is not of the form #RRGGBB")
+    if not 0 <= number <= 254:
+        raise ClassSpecError(f"{where}: class value {number} must lie in 0..254 (255 is the output's nodata)")
+    return ClassInfo(number, name, colour.lower())
+
+
+def parse_classes(spec: str) -> List[ClassInfo]:
+    """Classes from an inline ``VALUE:NAME[:#RRGGBB],...`` string or a path to a .csv / .json file.
+
+    CSV: columns value,name[,color]. JSON: a list of {"value", "name"[, "color"]} objects. Colours
+    default to a fixed palette. Values must be unique integers in 0..254.
+    """
+    path = Path(spec)
+    if path.suffix.lower() in (".csv", ".json") and path.is_file():
+        if path.suffix.lower() == ".json":
+            items = json.loads(path.read_text())
+            if not isinstance(items, list):
+                raise ClassSpecError(f"{path}: expected a JSON list of objects with value, name and color")
+            rows = [(i.get("value"), i.get("name", ""), i.get("color", "")) for i in items]
+        else:
+            with open(path, newline="") as handle:
+                rows = [(r.get("value"), r.get("name", ""), r.get("color", "")) for r in csv.DictReader(handle)]
+        where = str(path)
+    else:
+        if path.suffix.lower() in (".csv", ".json"):
+            raise ClassSpecError(f"class file not found: {path}")
+        rows = []
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            fields = part.split(":")
+            if len(fields) not in (2, 3):
+                raise ClassSpecError(f"{part!r}: expected VALUE:NAME or VALUE:NAME:#RRGGBB, e.g. \"1:water:#1f5fff\"")
+            rows.append((fields[0], fields[1], fields[2] if len(fields) == 3 else ""))
+        where = "--classes"
+    classes = [_make(v, n, c, i, where) for i, (v, n, c) in enumerate(rows)]
+    if not classes:
+        raise ClassSpecError(f"{where}: no classes given")
+    values = [c.value for c in classes]
+    if len(set(values)) != len(values):
+        raise ClassSpecError(f"{where}: class values must be unique, got {values}")
+    return classes
