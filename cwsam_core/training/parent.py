@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..common.card import ModelCard
+from ..common.card import ClassInfo, ModelCard
 from ..common.paths import file_sha256, same_file
 from ..errors import ModelFileError, RetrainError, TrainingDataError
 from ..model.model_file import load_model_file, read_model_card
@@ -99,14 +99,14 @@ def warm_start_config(model: Path | str, output: Path | str, **fields) -> TrainC
                        bands=list(card.bands), model_scale=card.input_scale, tile_size=card.input_size, **fields)
 
 
-def check_label_classes(sources: Sequence[TrainingSource], card: ModelCard) -> None:
-    """Refuse labels with a class the model does not have: adding a class makes a new model."""
-    names = ", ".join(f"{c.value}:{c.name}" for c in card.classes)
+def check_label_classes(sources: Sequence[TrainingSource], classes: Sequence[ClassInfo]) -> None:
+    """Refuse labels with a class the model (of ``classes``) does not have: adding a class makes a new model."""
+    names = ", ".join(f"{c.value}:{c.name}" for c in classes)
     for source in sources:
         if source.polygons is not None:
-            unknown = unmatched_values(source.polygons, source.class_field, card.classes, source.layer)
+            unknown = unmatched_values(source.polygons, source.class_field, classes, source.layer)
         else:
-            known = {c.value for c in card.classes}
+            known = {c.value for c in classes}
             unknown = [v for v in label_values(source.labels) if v not in known]
         if unknown:
             shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in unknown[:8])

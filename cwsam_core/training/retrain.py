@@ -37,7 +37,6 @@ from ..errors import (
     CheckpointError, ModelFileError, OutputConflictError, RadiometryError, RetrainCancelled, RetrainError,
     TrainingDataError,
 )
-from ..model.model_file import read_model_card
 from ..vector.polygons import PolygonLabels
 from .config import ProgressCallback, TrainResult
 from .datasets import TrainingSource
@@ -193,7 +192,7 @@ def retrain(
         source = TrainingSource(image, polygons=Path(corrections), class_field=class_field, layer=layer)
         try:
             if replay > 0 and anchor_map is not None:
-                check_label_classes([source], read_model_card(model))  # before the anchor reads the corrections
+                check_label_classes([source], config.classes)  # the parent's; before the anchor reads the corrections
                 anchor = anchor_labels(anchor_map, corrections, class_field, config.classes,
                                        workspace / "anchor.tif", layer=layer)
                 config.replay_extra = [TrainingSource(image, labels=anchor)]
