@@ -63,4 +63,9 @@ def parse_classes(spec: str) -> List[ClassInfo]:
     values = [c.value for c in classes]
     if len(set(values)) != len(values):
         raise ClassSpecError(f"{where}: class values must be unique, got {values}")
+    names = [c.name.casefold() for c in classes]
+    twice = sorted({c.name for c in classes if names.count(c.name.casefold()) > 1})
+    if twice:
+        raise ClassSpecError(f"{where}: each class needs a name of its own; {', '.join(map(repr, twice))} is given "
+                             "to more than one value (merge them into one class, or rename one)")
     return classes

@@ -12,6 +12,7 @@ from rasterio.windows import Window
 
 from ..common.card import ModelCard
 from ..common.labels import IGNORE_INDEX
+from ..errors import TrainingDataError
 from ..engine.inference import classify_file
 from ..model.card_reader import read_card
 from ..raster.output import CLASS_NODATA
@@ -35,6 +36,8 @@ def evaluate(
     by the classifier) are left out."""
     card = read_card(model_path)
     num = len(card.classes)
+    for image, labels in pairs:  # before any classification: labels with nothing to score are refused
+        _check_something_to_score(image, labels, card, ignore_values)
     confusion = np.zeros((num, num), dtype=np.int64)
     with tempfile.TemporaryDirectory(prefix="cwsam-eval-") as folder:
         for index, (image, labels) in enumerate(pairs):
@@ -44,7 +47,32 @@ def evaluate(
                           progress=None if progress is None else
                           (lambda f, m, i=index: progress((i + f) / len(pairs), f"image {i + 1}: {m}")))
             confusion += class_raster_confusion(output, image, labels, card, ignore_values)
+    if not confusion.any():
+        raise TrainingDataError("no labelled pixel was scored: every labelled pixel is nodata in the image(s); "
+                                "evaluate on an image that has data where the labels are")
     return metrics_from_confusion(confusion), card
+
+
+def _check_something_to_score(image_path: Path | str, labels_path: Path | str, card: ModelCard,
+                              ignore_values: Sequence[int]) -> None:
+    """Refuse a label raster that holds no pixel of the model's classes on the image's grid."""
+    with open_scene(image_path) as image:
+        reference = RasterLabels(labels_path, image, card.classes, ignore_values)
+        try:
+            stats = reference.stats()
+        finally:
+            reference.close()
+    if stats.class_pixels.any():
+        return
+    name = Path(labels_path).name
+    if stats.unnamed:
+        found = ", ".join(str(v) for v in sorted(stats.unnamed)[:10])
+        classes = ", ".join(f"{c.value}:{c.name}" for c in card.classes)
+        raise TrainingDataError(f"{name}: none of its values is a class of the model (values found: {found}; the "
+                                f"model's classes: {classes}): nothing to score; evaluate against labels that use "
+                                "the model's class values")
+    raise TrainingDataError(f"{name}: no labelled pixel on the grid of {Path(str(image_path)).name} (every pixel is "
+                            "nodata or ignored, or the labels do not overlap the image): nothing to score")
 
 
 def class_raster_confusion(class_path: Path | str, image_path: Path | str, labels_path: Path | str, card: ModelCard,

@@ -1,0 +1,91 @@
+"""Inputs that would give a meaningless result are refused before any work, in one line naming the problem:
+evaluation with nothing to score, a class name given twice, zero threads; an overlap that multiplies the work
+is said with its cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from plugin_helpers import CLASSES, write_labels, write_model, write_sar
+
+from cwsam_core.cli import main
+from cwsam_core.common.classes import parse_classes
+from cwsam_core.engine.inference import classify_file
+from cwsam_core.errors import ClassificationError, ClassSpecError
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_model(tmp_path_factory.mktemp("model") / "nano.cwsam.pt")
+
+
+def rewrite_labels(path: Path, values: np.ndarray, **profile) -> Path:
+    with rasterio.open(path) as src:
+        meta = src.profile
+    meta.update(profile)
+    with rasterio.open(path, "w", **meta) as dst:
+        dst.write(values.astype(meta["dtype"])[None])
+    return path
+
+
+def evaluate(capsys, model, image, labels):
+    status = main(["evaluate", "--model", str(model), "--image", str(image), "--labels", str(labels), "--json"])
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_evaluation_with_nothing_to_score_fails_in_one_line(tmp_path, capsys, model):
+    image = write_sar(tmp_path / "sar.tif")
+    labels = write_labels(tmp_path / "labels.tif", image)
+    status, out, err = evaluate(capsys, model, image, labels)  # the labels as made: scored
+    assert status == 0 and json.loads(out)["pixels"] == 80 * 96
+
+    rewrite_labels(labels, np.zeros((80, 96)))  # every pixel nodata (0)
+    status, out, err = evaluate(capsys, model, image, labels)
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert "labels.tif: no labelled pixel on the grid of sar.tif" in err and "nothing to score" in err
+
+    rewrite_labels(labels, np.full((80, 96), 7))  # values that no class of the model names
+    status, out, err = evaluate(capsys, model, image, labels)
+    assert status == 2 and err.count("\n") == 1
+    assert "none of its values is a class of the model (values found: 7; the model's classes: " in err
+    assert ", ".join(f"{c.value}:{c.name}" for c in CLASSES) in err
+
+    far = write_sar(tmp_path / "far.tif", origin=(900000.0, 5600000.0))  # the same CRS, 1000 km away
+    elsewhere = write_labels(tmp_path / "elsewhere.tif", far)
+    status, out, err = evaluate(capsys, model, image, elsewhere)
+    assert status == 2 and "elsewhere.tif: no labelled pixel on the grid of sar.tif" in err
+    assert "do not overlap the image" in err
+
+
+@pytest.mark.parametrize("spec", ["0:water,1:water", "0:Water,1:water:#00ff00", "1:forest,2:urban,3:FOREST"])
+def test_a_class_name_given_twice_is_refused(spec):
+    with pytest.raises(ClassSpecError, match="each class needs a name of its own; .* is given to more than one"):
+        parse_classes(spec)
+    assert [c.name for c in parse_classes("0:water,1:forest")] == ["water", "forest"]
+
+
+def test_zero_threads_is_refused_before_any_work(tmp_path, capsys, model):
+    image = write_sar(tmp_path / "sar.tif")
+    with pytest.raises(ClassificationError, match="threads must be at least 1, got 0"):
+        classify_file(image, tmp_path / "classes.tif", model, device="cpu", threads=0)
+    status = main(["classify", str(image), "--model", str(model), "--output", str(tmp_path / "c.tif"),
+                   "--threads", "0", "--quiet"])
+    assert status == 2 and "threads must be at least 1, got 0" in capsys.readouterr().err
+    assert not list(tmp_path.glob("c*"))
+
+
+def test_an_overlap_that_multiplies_the_work_is_said_with_its_cost(tmp_path, model):
+    image = write_sar(tmp_path / "sar.tif")
+    usual = classify_file(image, tmp_path / "usual.tif", model, device="cpu", overlap=0.5)
+    assert not [w for w in usual.warnings if "overlap" in w]
+    heavy = classify_file(image, tmp_path / "heavy.tif", model, device="cpu", overlap=0.9)
+    said = [w for w in heavy.warnings if "overlap 0.9" in w]
+    # 64 px tiles: stride 6 instead of the default's 48, (48 / 6) ** 2 = 64 times the work.
+    assert len(said) == 1 and "about 64 times as often as the default 0.25" in said[0], heavy.warnings
+    record = json.loads((tmp_path / "heavy.run.json").read_text())
+    assert any("overlap 0.9" in w for w in record["warnings"])
