@@ -89,3 +89,24 @@ def test_an_overlap_that_multiplies_the_work_is_said_with_its_cost(tmp_path, mod
     assert len(said) == 1 and "about 64 times as often as the default 0.25" in said[0], heavy.warnings
     record = json.loads((tmp_path / "heavy.run.json").read_text())
     assert any("overlap 0.9" in w for w in record["warnings"])
+
+
+@pytest.mark.parametrize("bands, said", [
+    ("1,1", "--bands uses band 1 for several model bands: each model band needs a band of its own"),
+    ("2,1", "--bands 2,1 would read band 2 (VH) as VV, band 1 (VV) as VH, against the raster's band names"),
+])
+def test_bands_used_twice_or_against_their_names_are_refused(tmp_path, capsys, model, bands, said):
+    image = write_sar(tmp_path / "sar.tif")  # bands described VV, VH; the model expects VV, VH
+    status = main(["classify", str(image), "--model", str(model), "--output", str(tmp_path / "c.tif"),
+                   "--bands", bands, "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and said in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("c*"))
+    if bands == "2,1":
+        return  # training takes the bands in the order given and names the model's bands after them: VH, VV
+    labels = write_labels(tmp_path / "labels.tif", image)
+    status = main(["train", "--image", str(image), "--labels", str(labels), "--backbone", "vit_nano",
+                   "--bands", bands, "--output", str(tmp_path / "m.cwsam.pt"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert status == 2 and said in err
+    assert not list(tmp_path.glob("m.*"))

@@ -147,6 +147,21 @@ def _generic_band(name: str, count: int) -> List[int]:
     return [int(found.group(1))] if found and 1 <= int(found.group(1)) <= count else []
 
 
+def _check_named_order(descriptions: Sequence[Optional[str]], expected: Sequence[str], indexes: List[int]) -> None:
+    """Refuse band indexes whose bands are all named after model bands, but in another order (``--bands 2,1``
+    on bands named VV, VH): the model would read VH as VV."""
+    named = [_match_by_description(descriptions, name) for name in expected]
+    if not all(len(m) == 1 for m in named) or len({m[0] for m in named}) != len(expected):
+        return  # the names do not identify every model band: the user's order stands
+    by_name = [m[0] for m in named]
+    if sorted(by_name) == sorted(indexes) and by_name != indexes:
+        misread = ", ".join(f"band {i} ({descriptions[i - 1]}) as {name}" for name, i in zip(expected, indexes)
+                            if i != by_name[expected.index(name)])
+        raise _band_error(descriptions, expected, f"--bands {','.join(map(str, indexes))} would read {misread}, "
+                          f"against the raster's band names: leave out --bands (bands are matched by name) or give "
+                          f"{','.join(map(str, by_name))}")
+
+
 def match_bands(
     descriptions: Sequence[Optional[str]], expected: Sequence[str], override: Optional[Sequence[int]] = None
 ) -> List[int]:
@@ -170,7 +185,13 @@ def match_bands(
         bad = [i for i in indexes if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 1 <= i <= count]
         if bad:
             raise _band_error(descriptions, expected, f"--bands {', '.join(map(str, bad))} out of range 1..{count}")
-        return [int(i) for i in indexes]
+        indexes = [int(i) for i in indexes]
+        twice = sorted({i for i in indexes if indexes.count(i) > 1})
+        if twice:
+            raise _band_error(descriptions, expected, f"--bands uses band {', '.join(map(str, twice))} for several "
+                                                      "model bands: each model band needs a band of its own")
+        _check_named_order(descriptions, expected, indexes)
+        return indexes
 
     matches = {name: _match_by_description(descriptions, name) or _generic_band(name, count) for name in expected}
     ambiguous = [f"{n} (bands {', '.join(map(str, m))})" for n, m in matches.items() if len(m) > 1]
