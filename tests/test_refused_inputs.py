@@ -110,3 +110,36 @@ def test_bands_used_twice_or_against_their_names_are_refused(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert status == 2 and said in err
     assert not list(tmp_path.glob("m.*"))
+
+
+def write_values(path: Path, values: np.ndarray, dtype: str) -> Path:
+    """A 2-band (VV, VH) raster of ``values`` (2 x H x W) in ``dtype``, on write_sar's grid."""
+    image = write_sar(path.with_name("grid.tif"))
+    with rasterio.open(image) as src:
+        profile = src.profile
+    profile.update(dtype=dtype)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(values.astype(dtype))
+        dst.set_band_description(1, "VV")
+        dst.set_band_description(2, "VH")
+    return path
+
+
+def test_values_no_sar_product_has_are_refused(tmp_path, capsys, model):
+    db = np.stack([rasterio.open(write_sar(tmp_path / "db.tif")).read(i) for i in (1, 2)])
+    cases = {
+        # dB x 100 as integers (-4175..799 in the sweep): read as dB, it would be 83 % water
+        "scaled.tif": (np.round(db * 100), "int16", "runs from", "which backscatter in dB cannot"),
+        "constant.tif": (np.full(db.shape, -12.5), "float32", "band 1 holds the value -12.5 wherever it has data",
+                         "a constant image is not SAR backscatter"),
+    }
+    for name, (values, dtype, first, second) in cases.items():
+        image = write_values(tmp_path / name, values, dtype)
+        status = main(["classify", str(image), "--model", str(model), "--output", str(tmp_path / "c.tif"),
+                       "--quiet"])
+        err = capsys.readouterr().err
+        assert status == 2 and first in err and second in err and err.count("\n") == 1, err
+        assert not (tmp_path / "c.tif").exists()
+    # The same values in real dB pass.
+    image = write_values(tmp_path / "real.tif", db, "float32")
+    assert main(["classify", str(image), "--model", str(model), "--output", str(tmp_path / "c.tif"), "--quiet"]) == 0

@@ -18,6 +18,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -109,6 +110,10 @@ def detect_scale(sample: np.ndarray) -> str:
     if float(np.median(values)) < _LINEAR_MAX_MEDIAN:
         return "linear"
     return "amplitude"
+
+
+# Backscatter in dB (1st and 99th percentiles of a band) never leaves this range: beyond it, values are not dB.
+DB_PLAUSIBLE = (-100.0, 100.0)
 
 
 # --- bands --------------------------------------------------------------------------------------
@@ -376,6 +381,25 @@ class SarReader:
                     f"(all nodata or non-positive once converted from {self.source_scale}): check the input scale"
                 )
             self.stats = channel_stats(channels, valid)
+        self._check_plausible(sample)
+
+    def _check_plausible(self, sample: np.ndarray) -> None:
+        """Refuse values that no SAR product can have: a band of one value only, or dB values far outside
+        what backscatter takes (scaled dB, such as dB x 100 stored as integers)."""
+        valid = valid_mask(sample, self.nodata)
+        name = Path(self.dataset.name).name
+        for k, band in enumerate(self.band_indexes):
+            values = sample[k][valid & np.isfinite(sample[k])].astype(np.float64)
+            if values.size and values.min() == values.max():
+                raise RadiometryError(f"{name}: band {band} holds the value {values.min():g} wherever it has data: "
+                                      "a constant image is not SAR backscatter; check the file and its bands")
+            if self.source_scale == "db" and values.size:
+                low, high = np.percentile(values, [1, 99])
+                if low < DB_PLAUSIBLE[0] or high > DB_PLAUSIBLE[1]:
+                    raise RadiometryError(
+                        f"{name}: band {band} runs from {low:g} to {high:g}, which backscatter in dB cannot (it lies "
+                        f"within about {DB_PLAUSIBLE[0]:g} to {DB_PLAUSIBLE[1]:g} dB): scaled dB, e.g. dB x 100 in an "
+                        "integer product? Rescale the raster to dB, or set the input scale it is in")
 
     def _read_sample(self, sample_pixels: int) -> np.ndarray:
         """K x h x w raw values of the whole raster, decimated (nearest) to about ``sample_pixels`` pixels."""
