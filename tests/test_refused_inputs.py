@@ -5,6 +5,7 @@ is said with its cost."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,23 @@ def test_values_no_sar_product_has_are_refused(tmp_path, capsys, model):
     # The same values in real dB pass.
     image = write_values(tmp_path / "real.tif", db, "float32")
     assert main(["classify", str(image), "--model", str(model), "--output", str(tmp_path / "c.tif"), "--quiet"]) == 0
+
+
+def test_training_into_a_folder_it_cannot_write_stops_before_training(tmp_path, capsys):
+    image = write_sar(tmp_path / "sar.tif")
+    labels = write_labels(tmp_path / "labels.tif", image)
+    missing = tmp_path / "no-such-folder" / "m.cwsam.pt"
+    status = main(["train", "--image", str(image), "--labels", str(labels), "--backbone", "vit_nano",
+                   "--output", str(missing), "--epochs", "1"])
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "error:" in line]  # (after the progress bar's lines)
+    assert status == 2 and said == [f"cwsam train: error: model file folder does not exist: {missing.parent}"]
+    # A folder without write permission (root writes anywhere: then the permission part cannot be shown).
+    locked = tmp_path / "ro"
+    locked.mkdir(mode=0o555)
+    status = main(["train", "--image", str(image), "--labels", str(labels), "--backbone", "vit_nano",
+                   "--output", str(locked / "m.cwsam.pt"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    if os.geteuid() != 0:
+        assert status == 2 and "cannot write the model file in" in err and "permission denied" in err
+    assert not list(locked.iterdir()) or os.geteuid() == 0

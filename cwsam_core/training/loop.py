@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import __version__
 from ..common.card import INPUT_SCALES, ClassInfo, ModelCard
 from ..common.labels import IGNORE_INDEX
-from ..common.paths import check_outputs, file_sha256, model_output_files, raster_input_files
+from ..common.paths import check_outputs, file_sha256, model_output_files, output_file_problem, raster_input_files
 from ..engine.devices import compile_encoder
 from ..engine.torch_runner import _autocast
 from ..errors import CheckpointError, OutputConflictError, TrainingDataError
@@ -199,8 +199,6 @@ def train(
     """
     output = Path(config.output)
     _check_paths(sources, config)
-    if not output.parent.is_dir():
-        raise TrainingDataError(f"output folder does not exist: {output.parent}")
     if not sources:
         raise TrainingDataError("no training data given")
     _check_config(config)
@@ -415,7 +413,11 @@ def _warn_about_a_still_score(history: List[EpochRecord]) -> None:
 
 
 def _check_paths(sources: Sequence[TrainingSource], config: TrainConfig) -> None:
-    """Refuse, before any work, a model file (or its state and log) that is one of the training inputs."""
+    """Refuse, before any work, a model file that cannot be written (its folder missing or read-only) or
+    that (with its state and log) is one of the training inputs."""
+    problem = output_file_problem(config.output, "model file", "model.cwsam.pt")
+    if problem:
+        raise TrainingDataError(problem)
     inputs = [("SAM checkpoint", [config.sam_checkpoint]), ("parent model", [config.init_model])]
     for source in sources:
         inputs += [("training image", raster_input_files(path)) for path in scene_paths(source.image)]
