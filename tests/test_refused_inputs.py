@@ -164,3 +164,24 @@ def test_training_into_a_folder_it_cannot_write_stops_before_training(tmp_path, 
     if os.geteuid() != 0:
         assert status == 2 and "cannot write the model file in" in err and "permission denied" in err
     assert not list(locked.iterdir()) or os.geteuid() == 0
+
+
+def test_an_impossible_tile_size_is_refused_before_any_work(tmp_path, capsys, model):
+    from cwsam_core.engine.runners import MAX_TILE_SIZE, available_memory, tile_size_problem
+
+    image = write_sar(tmp_path / "sar.tif")
+    labels = write_labels(tmp_path / "labels.tif", image)
+    said = f"tile size 1000000 px is beyond what any backbone can run (at most {MAX_TILE_SIZE} px"
+    for command in (["classify", str(image), "--model", str(model), "--output", str(tmp_path / "c.tif"), "--quiet"],
+                    ["export", str(model), "--output", str(tmp_path / "m.onnx")],
+                    ["train", "--image", str(image), "--labels", str(labels), "--backbone", "vit_nano",
+                     "--output", str(tmp_path / "m.cwsam.pt")]):
+        status = main([*command, "--tile-size", "1000000"])
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert status == 2 and len(errors) == 1 and said in errors[0], (command[0], errors)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif", "sar.tif"]
+    # Under the cap, the memory one tile needs is weighed against the memory available.
+    free = available_memory()
+    if free is not None and 4 * 8192 ** 2 * 7 > free:
+        assert "more than the" in tile_size_problem(8192)
+    assert tile_size_problem(256) is None and "multiple of 16" in tile_size_problem(250)

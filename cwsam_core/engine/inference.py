@@ -37,7 +37,7 @@ from ..raster.output import CLASS_NODATA, category_names_aux_xml, colormap, publ
 from ..raster.radiometry import SarReader
 from ..raster.scene import open_scene, scene_name, scene_paths
 from .onnx_runner import OnnxRunner
-from .runners import TileRunner
+from .runners import TileRunner, tile_size_problem
 
 LOG = logging.getLogger("cwsam")
 ProgressCallback = Callable[[float, str], None]
@@ -198,8 +198,9 @@ def classify_raster(
     confidence_path = Path(confidence_path) if confidence_path else None
     tile = int(getattr(model, "input_size", None) or getattr(model, "tile_size", None)
                or card.tile_size or card.input_size)
-    if tile <= 0 or tile % 16:
-        raise ClassificationError(f"tile size must be a positive multiple of 16 pixels, got {tile}")
+    problem = tile_size_problem(tile, len(card.classes))
+    if problem:
+        raise ClassificationError(problem)
     if not 0 <= overlap < 1:
         raise ClassificationError(f"overlap must be a fraction in [0, 1), got {overlap}")
     if batch_size is not None and batch_size < 1:
@@ -454,8 +455,8 @@ def classify_file(
     model's trained size rebuilds it at that size (position tables interpolated). An ``.onnx`` export
     runs with ONNX Runtime (no torch needed) at the tile size it was exported for; it holds every weight,
     so ``sam_checkpoint`` is not used."""
-    if tile_size is not None and (tile_size <= 0 or tile_size % 16):
-        raise ClassificationError(f"tile size must be a positive multiple of 16 pixels, got {tile_size}")
+    if tile_size is not None and (problem := tile_size_problem(tile_size)):
+        raise ClassificationError(problem)
     _check_threads(options.get("threads"))
     check_classify_paths(input_path, output_path, options.get("confidence_path"),
                          {"model file": model_path, "SAM checkpoint": sam_checkpoint})

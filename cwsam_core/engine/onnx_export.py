@@ -38,6 +38,7 @@ from ..model.modeling.adapted_block import set_attention
 from ..model.modeling.fused_attention import FusedAttention
 from ..model.onnx_card import FORMAT, FORMAT_VERSION, INPUT_NAME, OUTPUT_NAME
 from .onnx_runner import import_onnxruntime
+from .runners import tile_size_problem
 
 OPSET = 17
 # A protobuf message, and so an ONNX file without external data, cannot exceed 2 GiB.
@@ -89,8 +90,8 @@ def export_onnx(model_path: Path | str, output: Path | str, sam_checkpoint: Opti
     """
     model_path, output = Path(model_path), Path(output)
     check_export_paths(model_path, output, sam_checkpoint)
-    if tile_size is not None and (tile_size <= 0 or tile_size % 16):
-        raise ExportError(f"tile size must be a positive multiple of 16 pixels, got {tile_size}")
+    if tile_size is not None and (problem := tile_size_problem(tile_size)):
+        raise ExportError(problem)
     ort = import_onnxruntime()
     import onnx
 

@@ -42,6 +42,38 @@ class TileRunner(ABC):
         return {"engine": {}, "software": {}}
 
 
+# The largest tile any backbone is run at: SAM's are trained at 1024 px; far beyond it, attention over the
+# (S / 16)^2 tokens no longer fits in any memory.
+MAX_TILE_SIZE = 8192
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or None where that is not known."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def tile_size_problem(tile: int, classes: int = 2) -> Optional[str]:
+    """Why tiles of ``tile`` px cannot be run (not a positive multiple of 16, beyond ``MAX_TILE_SIZE``, or one
+    tile's input and class probabilities alone larger than the memory available), or None."""
+    if tile <= 0 or tile % 16:
+        return f"tile size must be a positive multiple of 16 pixels, got {tile}"
+    if tile > MAX_TILE_SIZE:
+        return (f"tile size {tile} px is beyond what any backbone can run (at most {MAX_TILE_SIZE} px; SAM's are "
+                "trained at 1024): leave the tile size empty to use the model's")
+    needed, free = 4 * tile * tile * (3 + 2 * classes), available_memory()
+    if free is not None and needed > free:
+        return (f"tile size {tile} px needs about {needed / 2**30:.1f} GiB for one tile, more than the "
+                f"{free / 2**30:.1f} GiB of memory available: use a smaller tile size (the model's is the default)")
+    return None
+
+
 def cpu_batch_size() -> Tuple[int, str]:
     """The batch size without a CUDA GPU to size it by, and the words the run record gives it."""
     return CPU_BATCH_SIZE, f"{CPU_BATCH_SIZE} (the default without a CUDA GPU)"

@@ -30,6 +30,7 @@ from ..common.card import INPUT_SCALES, ClassInfo, ModelCard
 from ..common.labels import IGNORE_INDEX
 from ..common.paths import check_outputs, file_sha256, model_output_files, output_file_problem, raster_input_files
 from ..engine.devices import compile_encoder
+from ..engine.runners import tile_size_problem
 from ..engine.torch_runner import _autocast
 from ..errors import CheckpointError, OutputConflictError, TrainingDataError
 from ..model.authors import FUSAR_MAP_CLASSES, FUSAR_MAP_LOSS_WEIGHTS
@@ -161,6 +162,8 @@ def paper_class_weights(classes: Sequence[ClassInfo]) -> Optional[List[float]]:
 def _check_config(config: TrainConfig) -> None:
     if len(config.classes) < 2:
         raise TrainingDataError("at least two classes are needed to train a classifier")
+    if config.tile_size is not None and (problem := tile_size_problem(int(config.tile_size), len(config.classes))):
+        raise TrainingDataError(problem)
     if config.recipe not in RECIPES:
         raise TrainingDataError(f"unknown recipe {config.recipe!r}: use {' or '.join(RECIPES)}")
     if config.recipe == "paper" and config.time_budget is not None:
