@@ -15,7 +15,8 @@ ENGINE = Path(cwsam_core.__file__).parent
 SHOWN_BY = {
     "training/loop.py": {"train"}, "training/sampling.py": {"train"}, "training/config.py": {"train"},
     "training/datasets.py": {"train"}, "vector/polygons.py": {"train"}, "common/classes.py": {"train"},
-    "engine/inference.py": {"classify"}, "raster/radiometry.py": {"classify", "train"},
+    "engine/inference.py": {"classify"}, "raster/radiometry.py": {"classify", "train", "evaluate"},
+    "training/evaluation.py": {"evaluate"},
 }
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
 

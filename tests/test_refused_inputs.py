@@ -185,3 +185,35 @@ def test_an_impossible_tile_size_is_refused_before_any_work(tmp_path, capsys, mo
     if free is not None and 4 * 8192 ** 2 * 7 > free:
         assert "more than the" in tile_size_problem(8192)
     assert tile_size_problem(256) is None and "multiple of 16" in tile_size_problem(250)
+
+
+def test_evaluate_takes_bands_like_classify(tmp_path, capsys, model):
+    image = write_sar(tmp_path / "sar.tif")
+    labels = write_labels(tmp_path / "labels.tif", image)
+    with rasterio.open(image) as src:
+        vv, vh = src.read(1), src.read(2)
+        profile = src.profile
+    profile.update(count=3)
+    three = tmp_path / "three.tif"  # VH, an extra band, VV; no band descriptions
+    with rasterio.open(three, "w", **profile) as dst:
+        dst.write(np.stack([vh, np.zeros_like(vv) - 15, vv]))
+    status, out, err = evaluate(capsys, model, three, labels)
+    assert status == 2 and "--bands" in err
+    status = main(["evaluate", "--model", str(model), "--image", str(three), "--labels", str(labels),
+                   "--bands", "3,1", "--json"])
+    scored = json.loads(capsys.readouterr().out)
+    status_same, out_same, _ = evaluate(capsys, model, image, labels)
+    assert status == 0 and status_same == 0 and scored["miou"] == pytest.approx(json.loads(out_same)["miou"])
+
+
+def test_each_engine_warning_is_printed_once(tmp_path, capsys, model):
+    image = tmp_path / "plain.tif"  # 8-bit, no CRS: two warnings
+    with rasterio.open(image, "w", driver="GTiff", width=64, height=64, count=2, dtype="uint8") as dst:
+        dst.write(np.random.default_rng(0).integers(1, 255, (2, 64, 64)).astype("uint8"))
+    assert main(["classify", str(image), "--model", str(model), "--output", str(tmp_path / "c.tif"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    crs = [line for line in err.splitlines() if "has no coordinate reference system" in line]
+    scale = [line for line in err.splitlines() if "look like amplitude scale" in line]
+    assert len(crs) == 1 and len(scale) == 1 and crs[0].startswith("warning: plain has no coordinate")
+    record = json.loads((tmp_path / "c.run.json").read_text())
+    assert len(record["warnings"]) == 2  # and both are kept in the run record

@@ -8,7 +8,9 @@ evaluate and info with ONNX models, vectorize) work without it.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 from .. import __version__
@@ -32,6 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _engine_warnings_on_stderr():
+    """The engine's warnings (logger "cwsam") shown once each, as ``warning: ...`` lines on stderr, while a
+    command runs (not a second time through Python's last-resort handler); the logger is left as it was."""
+    engine = logging.getLogger("cwsam")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    engine.addHandler(handler)
+    propagate, engine.propagate = engine.propagate, False
+    try:
+        yield
+    finally:
+        engine.removeHandler(handler)
+        engine.propagate = propagate
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -39,7 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with _engine_warnings_on_stderr():
+            return int(args.func(args) or 0)
     except CwsamError as exc:  # every error the engine raises for the user, and the command line's own
         print(f"cwsam {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -172,8 +172,6 @@ def _vectorize_result(result, vector: Path, args: argparse.Namespace) -> None:
 
 
 def _report(result, prefix: str = "") -> None:
-    for message in result.warnings:
-        print(f"warning: {message}", file=sys.stderr)
     print(f"{prefix}Classes written to {result.output} on {result.device} in {result.seconds:.1f} s")
     if result.confidence:
         print(f"Confidence written to {result.confidence}")

@@ -5,19 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import CheckpointError, ClassificationError, ModelFileError, RadiometryError, TrainingDataError
 from ..training.evaluation import evaluate
-from .common import CliError, labelled_sources
+from .common import labelled_sources, parse_bands
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        pairs = ([(s.image, s.labels) for s in labelled_sources(args)])
-        metrics, card = evaluate(args.model, pairs, sam_checkpoint=args.sam_checkpoint,
-                                 ignore_values=args.ignore_value or [], device=args.device,
-                                 test_time_flips=args.flips)
-    except (TrainingDataError, ClassificationError, ModelFileError, CheckpointError, RadiometryError) as exc:
-        raise CliError(str(exc)) from None
+    pairs = [(s.image, s.labels) for s in labelled_sources(args)]
+    metrics, card = evaluate(args.model, pairs, sam_checkpoint=args.sam_checkpoint,
+                             ignore_values=args.ignore_value or [], device=args.device, test_time_flips=args.flips,
+                             band_indexes=parse_bands(args.bands), input_scale=args.input_scale)
     rows = metrics.per_class([c.value for c in card.classes], [c.name for c in card.classes])
     if args.json:
         nan_free = lambda v: None if v != v else v  # noqa: E731 (NaN is not JSON)
@@ -46,5 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="label values to ignore (e.g. -1 255)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--flips", action="store_true", help="test-time flips, as in classify")
+    parser.add_argument("--bands", help="1-based raster bands in the model's band order, e.g. 2,1 (default: by "
+                        "band description, else in order), as in classify")
+    parser.add_argument("--input-scale", default="auto", choices=["auto", "db", "linear", "amplitude"],
+                        help="scale of the images' values (default: detected), as in classify")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..errors import VectorizeCancelled, VectorizeError
 from ..vector.vectorize import vectorize_file
@@ -21,8 +20,6 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("interrupted; nothing was written") from None
     finally:
         bar.close()
-    for message in result.warnings:
-        print(f"warning: {message}", file=sys.stderr)
     print(f"{result.polygons:,} polygons written to {result.output} (layer {result.layer}) in {result.seconds:.1f} s")
     if result.min_area_pixels > 1:
         print(f"Minimum mapping unit {result.min_area:g} m² ({result.min_area_pixels} pixels): "

@@ -29,11 +29,13 @@ def evaluate(
     device: str = "auto",
     progress=None,
     test_time_flips: bool = False,
+    band_indexes: Optional[Sequence[int]] = None,
+    input_scale: str = "auto",
 ) -> Tuple[SegmentationMetrics, ModelCard]:
     """Classify each image as a user would (same tiling, blending, radiometry) and score it against its
     labels read onto the image grid: one confusion matrix over all labelled pixels. Label values that
     no class of the model names, ``ignore_values``, label nodata and image nodata (written as nodata
-    by the classifier) are left out."""
+    by the classifier) are left out. ``band_indexes`` and ``input_scale`` read the images as ``classify`` does."""
     card = read_card(model_path)
     num = len(card.classes)
     for image, labels in pairs:  # before any classification: labels with nothing to score are refused
@@ -43,7 +45,7 @@ def evaluate(
         for index, (image, labels) in enumerate(pairs):
             output = Path(folder) / f"classes_{index}.tif"
             classify_file(image, output, model_path, sam_checkpoint=sam_checkpoint, device=device,
-                          test_time_flips=test_time_flips,
+                          test_time_flips=test_time_flips, band_indexes=band_indexes, input_scale=input_scale,
                           progress=None if progress is None else
                           (lambda f, m, i=index: progress((i + f) / len(pairs), f"image {i + 1}: {m}")))
             confusion += class_raster_confusion(output, image, labels, card, ignore_values)
