@@ -217,3 +217,16 @@ def test_each_engine_warning_is_printed_once(tmp_path, capsys, model):
     assert len(crs) == 1 and len(scale) == 1 and crs[0].startswith("warning: plain has no coordinate")
     record = json.loads((tmp_path / "c.run.json").read_text())
     assert len(record["warnings"]) == 2  # and both are kept in the run record
+
+
+def test_a_sam_checkpoint_a_self_contained_model_does_not_use_is_said(tmp_path, capsys, model):
+    image = write_sar(tmp_path / "sar.tif")
+    sam = tmp_path / "sam_vit_b_01ec64.pth"
+    sam.write_bytes(b"unused")
+    assert main(["classify", str(image), "--model", str(model), "--sam-checkpoint", str(sam),
+                 "--output", str(tmp_path / "c.tif"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: --sam-checkpoint is not used: nano.cwsam.pt is a vit_nano model trained from scratch and "
+            "holds every weight") in err
+    assert main(["classify", str(image), "--model", str(model), "--output", str(tmp_path / "d.tif"), "--quiet"]) == 0
+    assert "--sam-checkpoint" not in capsys.readouterr().err

@@ -17,7 +17,7 @@ from ..errors import (
 )
 from ..raster.scene import scene_name, scene_paths
 from ..vector.vectorize import vectorize_file
-from .common import CliError, ProgressBar, parse_bands
+from .common import CliError, ProgressBar, parse_bands, warn_unused_sam_checkpoint
 
 
 def _scene_list(args: argparse.Namespace) -> list:
@@ -69,6 +69,7 @@ def _batch_outputs(scenes: list, folder: Path, with_confidence: bool) -> list:
 
 def run(args: argparse.Namespace) -> int:
     scenes = _scene_list(args)
+    warn_unused_sam_checkpoint(args.model, args.sam_checkpoint)
     if (args.output is None) == (args.output_dir is None):
         raise CliError("give --output FILE (one scene) or --output-dir FOLDER (any number of scenes)")
     if args.output is not None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Optional
 
 from ..errors import CwsamError
+from ..model.card_reader import is_onnx, read_card
 from ..training.datasets import TrainingSource, read_pairs
 
 
@@ -63,3 +65,18 @@ class ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def warn_unused_sam_checkpoint(model: str, sam_checkpoint: Optional[str]) -> None:
+    """Say that ``--sam-checkpoint`` is not used when the model holds every weight itself."""
+    if not sam_checkpoint:
+        return
+    try:
+        card = read_card(model)
+    except (CwsamError, ImportError):  # an unreadable model is reported by the command itself
+        return
+    if card.self_contained:
+        kind = "an ONNX export" if is_onnx(model) else f"a {card.backbone} model trained from scratch"
+        print(f"warning: --sam-checkpoint is not used: {Path(model).name} is {kind} and holds every weight",
+              file=sys.stderr)
+

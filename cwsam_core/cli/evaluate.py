@@ -6,10 +6,11 @@ import argparse
 import json
 
 from ..training.evaluation import evaluate
-from .common import labelled_sources, parse_bands
+from .common import labelled_sources, parse_bands, warn_unused_sam_checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
+    warn_unused_sam_checkpoint(args.model, args.sam_checkpoint)
     pairs = [(s.image, s.labels) for s in labelled_sources(args)]
     metrics, card = evaluate(args.model, pairs, sam_checkpoint=args.sam_checkpoint,
                              ignore_values=args.ignore_value or [], device=args.device, test_time_flips=args.flips,

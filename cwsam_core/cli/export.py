@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from ..errors import CheckpointError, ExportError, ModelFileError
-from .common import CliError
+from .common import CliError, warn_unused_sam_checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.onnx_export import export_onnx  # torch and onnx: the full install
 
+    warn_unused_sam_checkpoint(args.model, args.sam_checkpoint)
     try:
         result = export_onnx(args.model, args.output, sam_checkpoint=args.sam_checkpoint, int8=args.int8,
                              tile_size=args.tile_size)
