@@ -53,14 +53,14 @@ def test_evaluation_with_nothing_to_score_fails_in_one_line(tmp_path, capsys, mo
     rewrite_labels(labels, np.full((80, 96), 7))  # values that no class of the model names
     status, out, err = evaluate(capsys, model, image, labels)
     assert status == 2 and err.count("\n") == 1
-    assert "none of its values is a class of the model (values found: 7; the model's classes: " in err
+    assert "labels.tif: none of its values is one of the classes (values found: 7; the classes: " in err
     assert ", ".join(f"{c.value}:{c.name}" for c in CLASSES) in err
 
     far = write_sar(tmp_path / "far.tif", origin=(900000.0, 5600000.0))  # the same CRS, 1000 km away
     elsewhere = write_labels(tmp_path / "elsewhere.tif", far)
     status, out, err = evaluate(capsys, model, image, elsewhere)
-    assert status == 2 and "elsewhere.tif: no labelled pixel on the grid of sar.tif" in err
-    assert "do not overlap the image" in err
+    assert status == 2 and err.count("\n") == 1
+    assert "elsewhere.tif does not overlap sar.tif (their extents do not meet)" in err and "nothing to score" in err
 
 
 @pytest.mark.parametrize("spec", ["0:water,1:water", "0:Water,1:water:#00ff00", "1:forest,2:urban,3:FOREST"])
@@ -230,3 +230,17 @@ def test_a_sam_checkpoint_a_self_contained_model_does_not_use_is_said(tmp_path, 
             "holds every weight") in err
     assert main(["classify", str(image), "--model", str(model), "--output", str(tmp_path / "d.tif"), "--quiet"]) == 0
     assert "--sam-checkpoint" not in capsys.readouterr().err
+
+
+def test_training_labels_that_miss_the_image_are_refused_in_one_line(tmp_path, capsys):
+    image = write_sar(tmp_path / "sar.tif")
+    far = write_sar(tmp_path / "far.tif", origin=(900000.0, 5600000.0), crs="EPSG:32634")  # another CRS, elsewhere
+    labels = write_labels(tmp_path / "far_labels.tif", far)
+    status = main(["train", "--image", str(image), "--labels", str(labels), "--backbone", "vit_nano",
+                   "--classes", ",".join(f"{c.value}:{c.name}" for c in CLASSES), "--output",
+                   str(tmp_path / "m.cwsam.pt"), "--epochs", "1"])
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line or "warning:" in line]
+    assert status == 2 and err == [
+        "cwsam train: error: far_labels.tif does not overlap sar.tif (their extents do not meet): give labels of that "
+        "image: nothing to train on"]
+    assert not list(tmp_path.glob("m.*"))

@@ -15,6 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from ..common.card import ClassInfo
@@ -63,6 +64,31 @@ def open_raster(path: Path, what: str) -> rasterio.io.DatasetReader:
         raise TrainingDataError(f"{path} is not a raster that GDAL can read ({exc})") from None
 
 
+def _footprints_meet(labels: rasterio.io.DatasetReader, image: rasterio.io.DatasetReader) -> bool:
+    """Whether the label raster's extent, in the image's CRS, meets the image's (True where either has no CRS:
+    then they share a pixel grid)."""
+    if labels.crs is None or image.crs is None:
+        return True
+    left, bottom, right, top = transform_bounds(labels.crs, image.crs, *labels.bounds)
+    box = image.bounds
+    return left < box.right and right > box.left and bottom < box.top and top > box.bottom
+
+
+def nothing_labelled(labels: "RasterLabels", stats: LabelStats, classes: Sequence[ClassInfo]) -> Optional[str]:
+    """Why ``labels`` give no pixel to train on or to score (they miss the image, hold only nodata, or only
+    values no class names), or None when they hold some."""
+    if stats.class_pixels.any():
+        return None
+    name = labels.path.name
+    if not labels.overlaps_image:
+        return f"{name} does not overlap {labels.image_name} (their extents do not meet): give labels of that image"
+    if stats.unnamed:
+        found = ", ".join(str(v) for v in sorted(stats.unnamed)[:10])
+        named = ", ".join(f"{c.value}:{c.name}" for c in classes)
+        return f"{name}: none of its values is one of the classes (values found: {found}; the classes: {named})"
+    return f"{name}: no labelled pixel on the grid of {labels.image_name} (every pixel is nodata or ignored)"
+
+
 class RasterLabels:
     """A label raster of class values, read onto an image's grid window by window."""
 
@@ -73,6 +99,8 @@ class RasterLabels:
         self.lookup = value_lookup(classes, ignore_values)
         self.ignore_values = set(int(v) for v in ignore_values)
         self.nodata = self._source.nodata
+        self.image_name = Path(str(image.name)).name
+        self.overlaps_image = _footprints_meet(self._source, image)
         same_grid = (self._source.crs == image.crs and self._source.transform == image.transform
                      and self._source.shape == image.shape)
         if same_grid or (self._source.crs is None and image.crs is None and self._source.shape == image.shape):

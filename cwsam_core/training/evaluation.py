@@ -17,7 +17,7 @@ from ..engine.inference import classify_file
 from ..model.card_reader import read_card
 from ..raster.output import CLASS_NODATA
 from ..raster.scene import open_scene
-from .datasets import RasterLabels
+from .datasets import RasterLabels, nothing_labelled
 from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
 
 
@@ -61,20 +61,11 @@ def _check_something_to_score(image_path: Path | str, labels_path: Path | str, c
     with open_scene(image_path) as image:
         reference = RasterLabels(labels_path, image, card.classes, ignore_values)
         try:
-            stats = reference.stats()
+            problem = nothing_labelled(reference, reference.stats(), card.classes)
         finally:
             reference.close()
-    if stats.class_pixels.any():
-        return
-    name = Path(labels_path).name
-    if stats.unnamed:
-        found = ", ".join(str(v) for v in sorted(stats.unnamed)[:10])
-        classes = ", ".join(f"{c.value}:{c.name}" for c in card.classes)
-        raise TrainingDataError(f"{name}: none of its values is a class of the model (values found: {found}; the "
-                                f"model's classes: {classes}): nothing to score; evaluate against labels that use "
-                                "the model's class values")
-    raise TrainingDataError(f"{name}: no labelled pixel on the grid of {Path(str(image_path)).name} (every pixel is "
-                            "nodata or ignored, or the labels do not overlap the image): nothing to score")
+    if problem:
+        raise TrainingDataError(f"{problem}: nothing to score")
 
 
 def class_raster_confusion(class_path: Path | str, image_path: Path | str, labels_path: Path | str, card: ModelCard,

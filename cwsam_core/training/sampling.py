@@ -20,7 +20,7 @@ from ..raster.radiometry import NormalizationStats, SarReader
 from ..raster.scene import open_scene
 from ..vector.polygons import PolygonLabels
 from .config import TrainConfig
-from .datasets import RasterLabels, TrainingSource, random_window
+from .datasets import RasterLabels, TrainingSource, nothing_labelled, random_window
 
 LOG = logging.getLogger("cwsam")
 
@@ -52,6 +52,9 @@ class OpenedSource:
             else:
                 self.labels = RasterLabels(source.labels, self.dataset, config.classes, config.ignore_values)
             self.stats = self.labels.stats()
+            if isinstance(self.labels, RasterLabels) and (problem := nothing_labelled(self.labels, self.stats,
+                                                                                       config.classes)):
+                raise TrainingDataError(f"{problem}: nothing to train on")
         except BaseException:
             self.dataset.close()
             raise
