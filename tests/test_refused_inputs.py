@@ -244,3 +244,34 @@ def test_training_labels_that_miss_the_image_are_refused_in_one_line(tmp_path, c
         "cwsam train: error: far_labels.tif does not overlap sar.tif (their extents do not meet): give labels of that "
         "image: nothing to train on"]
     assert not list(tmp_path.glob("m.*"))
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupt_while_polygons_are_written_leaves_the_previous_set_whole(tmp_path, capsys, model, monkeypatch,
+                                                                                stop):
+    from cwsam_core.cli import classify as classify_command
+
+    image = write_sar(tmp_path / "sar.tif")
+    out, vector = tmp_path / "classes.tif", tmp_path / "polygons.gpkg"
+    args = ["classify", str(image), "--model", str(model), "--output", str(out), "--with-confidence",
+            "--vector", str(vector), "--quiet"]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(("classes", "polygons"))}
+    assert {"classes.tif", "classes_confidence.tif", "classes.run.json", "polygons.gpkg"} <= set(before)
+
+    def vectorize_then_stop(*a, **k):
+        vector.write_bytes(b"half a GeoPackage")  # as if the writer had begun
+        raise stop("stopped while writing polygons")
+
+    monkeypatch.setattr(classify_command, "vectorize_file", vectorize_then_stop)
+    if stop is KeyboardInterrupt:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1] == ("cwsam classify: error: interrupted; the previous outputs of the scene "
+                                                "are as they were")
+    else:
+        with pytest.raises(RuntimeError):
+            main(args)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(("classes", "polygons"))}
+    assert after == before  # the whole previous set, byte for byte, and nothing else
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".previous", ".partial"))]

@@ -63,6 +63,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CwsamError as exc:  # every error the engine raises for the user, and the command line's own
         print(f"cwsam {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a command that says what its interrupt left has done so above, as a CliError
+        print(f"cwsam {args.command}: interrupted", file=sys.stderr)
+        return 130
     except ImportError as exc:
         if not _needs_full_install(exc):
             raise

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
-from ..common.paths import check_outputs, class_raster_files, raster_input_files
+from ..common.paths import check_outputs, class_raster_files, previous_kept_until_done, raster_input_files
 from ..engine.inference import classify_file
-from ..errors import (
-    CheckpointError, ClassificationCancelled, ClassificationError, ModelFileError, OutputConflictError, RadiometryError,
-    VectorizeCancelled, VectorizeError,
-)
+from ..errors import CwsamError, OutputConflictError, VectorizeCancelled, VectorizeError
 from ..raster.scene import scene_name, scene_paths
 from ..vector.vectorize import vectorize_file
 from .common import CliError, ProgressBar, parse_bands, warn_unused_sam_checkpoint
@@ -114,34 +111,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{index}/{len(mine)}] {scene}: {output.name} exists, skipped (--overwrite replaces it)")
             continue
         bar = ProgressBar(Path(str(scene).split(",")[0]).name if batch else "classify", args.quiet)
+        run_info = {"rank": rank, "world_size": world} if world > 1 else None
         try:
-            result = classify_file(
-                scene, output, args.model, sam_checkpoint=args.sam_checkpoint, tile_size=args.tile_size,
-                device=device, confidence_path=confidence, overlap=args.overlap, batch_size=args.batch_size,
-                input_scale=args.input_scale, band_indexes=parse_bands(args.bands), threads=args.threads,
-                test_time_flips=args.flips, cog=args.cog, progress=bar, compile_model=args.compile,
-                run_info={"rank": rank, "world_size": world} if world > 1 else None,
-            )
-        except (ClassificationError, ModelFileError, CheckpointError, RadiometryError, ClassificationCancelled) as exc:
+            # With polygons a scene's outputs are one set: an error or an interrupt leaves the previous set whole.
+            with previous_kept_until_done([*class_raster_files(output), confidence, vector] if vector else []):
+                result = _classify_scene(scene, output, confidence, args, device, bar, run_info)
+                _report(result, f"[{index}/{len(mine)}] {scene}: " if batch else "")
+                if vector is not None:
+                    _vectorize_result(result, vector, args)
+        except CwsamError as exc:
             if not batch:
-                raise CliError(str(exc)) from None
+                raise
             failed.append((scene, str(exc)))
             print(f"[{index}/{len(mine)}] {scene}: FAILED: {exc}", file=sys.stderr)
             continue
         except KeyboardInterrupt:
-            raise CliError("interrupted; the scene being classified was not written") from None
+            raise CliError("interrupted; " + ("the previous outputs of the scene are as they were" if vector else
+                                              "the scene being classified was not written")) from None
         finally:
             bar.close()
-        _report(result, f"[{index}/{len(mine)}] {scene}: " if batch else "")
-        if vector is not None:
-            try:
-                _vectorize_result(result, vector, args)
-            except CliError as exc:
-                if not batch:
-                    raise
-                failed.append((scene, str(exc)))
-                print(f"[{index}/{len(mine)}] {scene}: FAILED: {exc}", file=sys.stderr)
-                continue
         done += 1
     if batch:
         print(f"{done} classified, {len(skipped)} skipped, {len(failed)} failed"
@@ -149,6 +137,16 @@ def run(args: argparse.Namespace) -> int:
         for scene, message in failed:
             print(f"failed: {scene}: {message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _classify_scene(scene: str, output: Path, confidence: Optional[Path], args: argparse.Namespace, device: str,
+                    bar: ProgressBar, run_info: Optional[dict]):
+    return classify_file(
+        scene, output, args.model, sam_checkpoint=args.sam_checkpoint, tile_size=args.tile_size,
+        device=device, confidence_path=confidence, overlap=args.overlap, batch_size=args.batch_size,
+        input_scale=args.input_scale, band_indexes=parse_bands(args.bands), threads=args.threads,
+        test_time_flips=args.flips, cog=args.cog, progress=bar, compile_model=args.compile, run_info=run_info,
+    )
 
 
 def _check_vector_path(scene: str, output: Path, confidence: Optional[Path], vector: Path, model: str) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import OutputConflictError
 
@@ -54,6 +55,31 @@ def model_output_files(path: PathLike) -> List[Path]:
 
 
 Files = Sequence[Tuple[str, Sequence[Optional[PathLike]]]]
+
+
+@contextmanager
+def previous_kept_until_done(paths: Iterable[Optional[PathLike]]) -> Iterator[None]:
+    """Several outputs replaced as one: the files at ``paths`` are moved aside first; if the block fails or is
+    interrupted, whatever it wrote at those paths is removed and the previous files come back whole; once
+    it succeeds the previous files go."""
+    targets = list(dict.fromkeys(Path(p) for p in paths if p))
+    moved: List[Tuple[Path, Path]] = []
+    try:
+        for path in targets:
+            if path.is_file():
+                backup = path.with_name(f".{path.name}.{os.getpid()}.previous")
+                os.replace(path, backup)
+                moved.append((path, backup))
+        yield
+    except BaseException:
+        for path in targets:
+            if path.is_file():
+                path.unlink()
+        for path, backup in moved:
+            os.replace(backup, path)
+        raise
+    for _, backup in moved:
+        backup.unlink()
 
 
 def check_outputs(inputs: Files, outputs: Files) -> None:
