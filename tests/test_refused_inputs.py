@@ -275,3 +275,37 @@ def test_an_interrupt_while_polygons_are_written_leaves_the_previous_set_whole(t
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(("classes", "polygons"))}
     assert after == before  # the whole previous set, byte for byte, and nothing else
     assert not [p for p in tmp_path.iterdir() if p.name.endswith((".previous", ".partial"))]
+
+
+DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+
+
+def test_a_file_cwsam_did_not_write_is_never_replaced_without_overwrite(tmp_path, capsys, model):
+    import shutil
+
+    image = write_sar(tmp_path / "sar.tif")
+    reference, labels = tmp_path / "out.tif", tmp_path / "my_labels.gpkg"
+    shutil.copy(DEMO / "reference.tif", reference)
+    shutil.copy(DEMO / "labels.gpkg", labels)
+    kept = {p: p.read_bytes() for p in (reference, labels)}
+
+    def refused(args, option, path):
+        status = main(args)
+        err = capsys.readouterr().err
+        assert status == 2 and f"{path} exists and is not" in err and f"{option} does not replace it" in err, err
+        assert "--overwrite" in err and all(p.read_bytes() == b for p, b in kept.items())
+
+    classify = ["classify", str(image), "--model", str(model), "--quiet"]
+    refused([*classify, "--output", str(reference)], "--output", reference)
+    refused([*classify, "--output", str(tmp_path / "c.tif"), "--vector", str(labels)], "--vector", labels)
+    assert not (tmp_path / "c.tif").exists()
+    refused(["vectorize", str(DEMO / "reference.tif"), "--output", str(labels)], "--output", labels)
+    refused(["train", "--image", str(image), "--labels", str(write_labels(tmp_path / "l.tif", image)),
+             "--backbone", "vit_nano", "--output", str(reference)], "--output", reference)
+    refused(["export", str(model), "--output", str(reference)], "--output", reference)
+    # A map, confidence and polygons that cwsam classify wrote there are replaced by a new run...
+    ours = [*classify, "--output", str(tmp_path / "c.tif"), "--with-confidence", "--vector", str(tmp_path / "p.gpkg")]
+    assert main(ours) == 0 and main(ours) == 0
+    # ... and with --overwrite any file is.
+    assert main([*classify, "--output", str(reference), "--overwrite"]) == 0
+    assert reference.read_bytes() != kept[reference]

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Optional
 
 from ..common.paths import check_outputs, class_raster_files, previous_kept_until_done, raster_input_files
-from ..engine.inference import classify_file
+from ..engine.inference import check_classify_paths, classify_file
 from ..errors import CwsamError, OutputConflictError, VectorizeCancelled, VectorizeError
 from ..raster.scene import scene_name, scene_paths
 from ..vector.vectorize import vectorize_file
-from .common import CliError, ProgressBar, parse_bands, warn_unused_sam_checkpoint
+from .common import (
+    CliError, ProgressBar, classify_outputs, is_polygon_output, parse_bands, refuse_to_replace,
+    warn_unused_sam_checkpoint,
+)
 
 
 def _scene_list(args: argparse.Namespace) -> list:
@@ -94,6 +97,15 @@ def run(args: argparse.Namespace) -> int:
     for (scene, output, confidence), vector in zip(jobs, vectors):
         if vector is not None:
             _check_vector_path(scene, output, confidence, vector, args.model)
+    if args.output is not None:  # after the guards against inputs and output collisions, which say more
+        scene, output, confidence = jobs[0]
+        check_classify_paths(scene, output, confidence,
+                             {"model file": args.model, "SAM checkpoint": args.sam_checkpoint})
+        ours = classify_outputs(output)
+        refuse_to_replace(output, "--output", ours, "a class map", args.overwrite)
+        refuse_to_replace(confidence, "--confidence" if args.confidence else "--with-confidence", ours,
+                          "a confidence raster", args.overwrite)
+        refuse_to_replace(vectors[0], "--vector", is_polygon_output, "a polygon file", args.overwrite)
     # Under torchrun each process classifies its share of the scenes, on its own GPU where there are GPUs.
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     device = args.device
@@ -194,7 +206,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", help="class GeoTIFF to write for one scene (with .qml, .aux.xml, .run.json)")
     parser.add_argument("--output-dir", metavar="FOLDER", help="folder for the class rasters of any number of "
                         "scenes (<scene>_classes.tif); scenes whose output exists are skipped")
-    parser.add_argument("--overwrite", action="store_true", help="with --output-dir: replace existing outputs")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files at the outputs (without it, "
+                        "--output-dir skips scenes already classified and --output only replaces files an earlier "
+                        "cwsam classify wrote there)")
     parser.add_argument("--confidence", help="also write the per-pixel confidence (percent) to this GeoTIFF")
     parser.add_argument("--with-confidence", action="store_true",
                         help="also write <name>_confidence.tif beside each class raster")

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sqlite3
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence, Union
 
+from ..common.paths import same_file
 from ..errors import CwsamError
 from ..model.card_reader import is_onnx, read_card
+from ..vector.vectorize import FIELDS
 from ..training.datasets import TrainingSource, read_pairs
 
 
 class CliError(CwsamError):
     """A command line the user can fix; printed as one line, exit status 2 (as every ``CwsamError``)."""
+
+
+PathLike = Union[str, Path]
 
 
 def parse_bands(text: Optional[str]) -> Optional[list[int]]:
@@ -79,4 +86,48 @@ def warn_unused_sam_checkpoint(model: str, sam_checkpoint: Optional[str]) -> Non
         kind = "an ONNX export" if is_onnx(model) else f"a {card.backbone} model trained from scratch"
         print(f"warning: --sam-checkpoint is not used: {Path(model).name} is {kind} and holds every weight",
               file=sys.stderr)
+
+
+def refuse_to_replace(path: Optional[PathLike], option: str, ours: Callable[[Path], bool], what: str,
+                      overwrite: bool, inputs: Sequence[Optional[PathLike]] = ()) -> None:
+    """Refuse an output path where a file exists that cwsam did not write as ``what`` (checked by ``ours``):
+    such a file (a reference map, hand-drawn labels) is replaced only with ``--overwrite``. One of the
+    command's ``inputs`` is left to the engine's input/output guard, which refuses it in any case."""
+    if path is None or overwrite or not Path(path).is_file() or ours(Path(path)):
+        return
+    if any(p and Path(p).exists() and same_file(p, path) for p in inputs):
+        return
+    raise CliError(f"{path} exists and is not {what} that cwsam wrote: {option} does not replace it; give another "
+                   "file name, or --overwrite to replace it")
+
+
+def classify_outputs(class_map: Path) -> Callable[[Path], bool]:
+    """Whether a file is one of the outputs that the run record beside ``class_map`` names (an earlier
+    ``cwsam classify`` to the same map)."""
+    try:
+        named = json.loads(class_map.with_suffix(".run.json").read_text())["outputs"]
+        written = {Path(p).resolve() for p in named.values() if p}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        written = set()
+    return lambda path: path.resolve() in written
+
+
+def is_polygon_output(path: Path) -> bool:
+    """Whether a GeoPackage holds polygons that ``cwsam vectorize`` (or ``classify --vector``) wrote."""
+    try:  # a GeoPackage is an SQLite database: its feature tables' columns, read without GDAL
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            tables = [row[0] for row in db.execute("SELECT table_name FROM gpkg_contents WHERE data_type = 'features'")]
+            columns = [{row[1] for row in db.execute(f'PRAGMA table_info("{table}")')} for table in tables]
+    except sqlite3.Error:
+        return False
+    return any(set(FIELDS[:3]) <= names for names in columns)
+
+
+def is_model_output(path: Path) -> bool:
+    """Whether a file is a CWSAM model file or ONNX export (its model card can be read)."""
+    try:
+        read_card(path)
+    except (CwsamError, ImportError, OSError):
+        return False
+    return True
 

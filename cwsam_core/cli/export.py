@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 
 from ..errors import CheckpointError, ExportError, ModelFileError
-from .common import CliError, warn_unused_sam_checkpoint
+from .common import CliError, is_model_output, refuse_to_replace, warn_unused_sam_checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.onnx_export import export_onnx  # torch and onnx: the full install
 
     warn_unused_sam_checkpoint(args.model, args.sam_checkpoint)
+    refuse_to_replace(args.output, "--output", is_model_output, "an ONNX export", args.overwrite,
+                      [args.model, args.sam_checkpoint])
     try:
         result = export_onnx(args.model, args.output, sam_checkpoint=args.sam_checkpoint, int8=args.int8,
                              tile_size=args.tile_size)
@@ -35,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="MODEL_FILE", help="a CWSAM model file (.cwsam.pt)")
     parser.add_argument("--sam-checkpoint", help="the SAM checkpoint the model was fine-tuned from (if it needs one)")
     parser.add_argument("--output", required=True, help="ONNX file to write (.onnx)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a file at --output that cwsam did not write")
     parser.add_argument("--tile-size", type=int, help="the tile size the export runs at, a multiple of 16 "
                         "(default: the model's)")
     parser.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the linear layers "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import AuthorsImportError, CheckpointError, ClassSpecError, ModelFileError
-from .common import CliError
+from .common import CliError, is_model_output, refuse_to_replace
 
 
 def run(args: argparse.Namespace) -> int:
@@ -13,6 +13,8 @@ def run(args: argparse.Namespace) -> int:
         parse_authors_classes, read_authors_config, write_authors_model_file,
     )
 
+    refuse_to_replace(args.output, "--output", is_model_output, "a model file", args.overwrite,
+                      [args.checkpoint, args.sam_checkpoint, args.config])
     try:
         config = read_authors_config(args.config) if args.config else None
         classes = parse_authors_classes(args.classes) if args.classes else None
@@ -37,4 +39,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "VALUE:NAME[:#RRGGBB],... or a CSV/JSON file (default: FUSAR-Map's for 5 classes)")
     parser.add_argument("--config", help="their YAML config: class names and palette, class count, loss weights")
     parser.add_argument("--output", required=True, help="model file to write (.cwsam.pt)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a file at --output that cwsam did not write")
     parser.set_defaults(func=run)

@@ -13,7 +13,7 @@ from ..errors import CheckpointError, ClassSpecError, RadiometryError, TrainingD
 from ..training.config import PAPER_EPOCHS, TrainConfig
 from ..training.datasets import label_values
 from ..vector.polygons import polygon_classes
-from .common import CliError, labelled_sources, parse_bands
+from .common import CliError, is_model_output, labelled_sources, parse_bands, refuse_to_replace
 
 
 def _classes_from_data(sources, ignore_values) -> list:
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..training.loop import train  # torch: only when training runs (the light install has no torch)
 
+    refuse_to_replace(args.output, "--output", is_model_output, "a model file", args.overwrite,
+                      [args.image, args.labels, args.polygons, args.pairs, args.init_model, args.sam_checkpoint])
     paper = args.recipe == "paper"
     epochs = args.epochs if args.epochs is not None else (PAPER_EPOCHS if paper else 10)
     # The paper recipe's epoch is one pass over the training data (None: resolved by the engine).
@@ -189,5 +191,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT.state.pt")
     parser.add_argument("--output", required=True, help="model file to write (the best epoch's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a file at --output that cwsam did not write")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=run)

@@ -6,10 +6,12 @@ import argparse
 
 from ..errors import VectorizeCancelled, VectorizeError
 from ..vector.vectorize import vectorize_file
-from .common import CliError, ProgressBar
+from .common import CliError, ProgressBar, is_polygon_output, refuse_to_replace
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_to_replace(args.output, "--output", is_polygon_output, "a polygon file", args.overwrite,
+                      [args.input, args.confidence])
     bar = ProgressBar("vectorize", args.quiet)
     try:
         result = vectorize_file(args.input, args.output, confidence=args.confidence, min_area=args.min_area,
@@ -38,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "name, area (m²) and mean confidence; the model's colours are stored as the layer's QGIS style.")
     parser.add_argument("input", metavar="CLASSES", help="class GeoTIFF written by classify (uint8, nodata 255)")
     parser.add_argument("--output", required=True, help="GeoPackage to write (.gpkg)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a file at --output that cwsam did not write")
     parser.add_argument("--confidence", help="the confidence GeoTIFF of the same classification: mean "
                         "confidence (%%) of each polygon (default: none, the field is empty)")
     parser.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="minimum mapping unit in m²: "
