@@ -124,3 +124,10 @@ def test_every_core_error_has_one_base():
             if isinstance(node, ast.ClassDef):
                 bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
                 assert not bases & {"Exception", "ValueError", "RuntimeError"}, f"{path}: {node.name}"
+
+
+def test_the_core_has_few_top_level_modules_and_no_long_module():
+    top = sorted(p.name for p in CORE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file())
+    assert len([name for name in top if name.endswith(".py")]) <= 8, top
+    long = {str(p.relative_to(CORE)): n for p in CORE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 700}
+    assert long == {}, long

@@ -12,8 +12,8 @@ from typing import Callable, Optional, Sequence, Union
 from ..common.paths import same_file
 from ..errors import CwsamError
 from ..model.card_reader import is_onnx, read_card
-from ..vector.vectorize import FIELDS
 from ..training.datasets import TrainingSource, read_pairs
+from ..vector.vectorize_output import FIELDS
 
 
 class CliError(CwsamError):
