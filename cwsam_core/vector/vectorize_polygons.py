@@ -195,7 +195,6 @@ class Stitcher:
             self.repaired += 1
         return fixed
 
-
     def _union(self, region: _Region) -> shapely.Geometry:
         """The union of a region's pieces, which are released. A piece's holes never reach the row
         lines pieces meet along (each is enclosed in its block or strip), so only the outlines are
@@ -206,7 +205,7 @@ class Stitcher:
         outer = np.ones(len(rings), dtype=bool)
         outer[1:] = owner[1:] != owner[:-1]  # each piece's first ring
         outline = shapely.coverage_union_all(_match_seams(shapely.polygons(rings[outer]), self.step))
-        if shapely.get_type_id(outline) != 3:  # not one polygon (parts meeting at a point): the holes' parts unknown
+        if shapely.get_type_id(outline) != 3:  # parts meeting at a point: which holes are whose is unknown
             return shapely.difference(outline, shapely.union_all(shapely.polygons(rings[~outer])))
         rings = np.concatenate([shapely.get_rings(outline), rings[~outer]])
         return shapely.polygons(rings, indices=np.zeros(len(rings), dtype=np.intp))[0]
