@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..common.paths import check_outputs, class_raster_files, previous_kept_until_done, raster_input_files
-from ..engine.inference import check_classify_paths, classify_file
+from ..engine.inference import DEFAULT_OVERLAP, check_classify_paths, classify_file
 from ..errors import CwsamError, OutputConflictError, VectorizeCancelled, VectorizeError
 from ..raster.scene import scene_name, scene_paths
 from ..vector.vectorize import vectorize_file
@@ -222,7 +222,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--simplify", type=float, default=0.0, metavar="METRES",
                         help="polygons: simplification tolerance in metres (shared boundaries stay shared)")
     parser.add_argument("--tile-size", type=int, help="tile size in pixels, a multiple of 16 (default: the model's)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction (default 0.25)")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                        help=f"tile overlap as a fraction (default {DEFAULT_OVERLAP:g})")
     parser.add_argument("--batch-size", type=int, help="tiles per batch (default: as many as fit in free GPU "
                         "memory, at most 32; 4 without a GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the image encoder (GPU: faster once "

@@ -7,9 +7,9 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
-from ..common.paths import same_file
+from ..common.paths import PathLike, same_file
 from ..errors import CwsamError
 from ..model.card_reader import is_onnx, read_card
 from ..training.datasets import TrainingSource, read_pairs
@@ -18,9 +18,6 @@ from ..vector.vectorize_output import FIELDS
 
 class CliError(CwsamError):
     """A command line the user can fix; printed as one line, exit status 2 (as every ``CwsamError``)."""
-
-
-PathLike = Union[str, Path]
 
 
 def parse_bands(text: Optional[str]) -> Optional[list[int]]:
