@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -19,6 +20,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 from ..errors import OutputConflictError
 
 PathLike = Union[str, os.PathLike]
+MODEL_SUFFIX = ".cwsam.pt"
+_VERSION = re.compile(r"^(?P<base>.+)\.v(?P<number>\d+)$")
 
 
 def _key(path: PathLike) -> str:
@@ -166,3 +169,32 @@ def file_sha256(path: Path | str) -> str:
                 digest.update(chunk)
         _SHA256_CACHE[key] = digest.hexdigest()
     return _SHA256_CACHE[key]
+
+
+def version_base(path: Path | str) -> tuple:
+    """(folder, name without version and suffix, suffix): ``a/lc.v3.cwsam.pt`` -> (a, "lc", ".cwsam.pt")."""
+    path = Path(path)
+    suffix = MODEL_SUFFIX if path.name.endswith(MODEL_SUFFIX) else path.suffix
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    match = _VERSION.match(stem)
+    return path.parent, (match.group("base") if match else stem), suffix
+
+
+def version_number(path: Path | str) -> int:
+    """1 for an unversioned file, N for ``name.vN.cwsam.pt``."""
+    path = Path(path)
+    suffix = version_base(path)[2]
+    match = _VERSION.match(path.name[: len(path.name) - len(suffix)] if suffix else path.name)
+    return int(match.group("number")) if match else 1
+
+
+def next_version_path(parent: Path | str) -> Path:
+    """The next free version beside ``parent``: one above the highest version of the same name there."""
+    folder, base, suffix = version_base(parent)
+    highest = version_number(parent)
+    pattern = re.compile(re.escape(base) + r"\.v(\d+)" + re.escape(suffix) + "$")
+    for item in folder.iterdir() if folder.is_dir() else []:
+        match = pattern.match(item.name)
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return folder / f"{base}.v{highest + 1}{suffix}"

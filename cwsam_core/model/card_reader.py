@@ -1,7 +1,7 @@
 """The model card of a model file or an ONNX export, read without building the network.
 
-Torch-free for ONNX exports: a ``.cwsam.pt`` file needs torch to be read, so that reader is imported only
-when such a file is given.
+Torch-free: an ONNX export's card is read from its metadata, a ``.cwsam.pt`` file's from the archive's
+structure alone (``pt_card``), so QGIS's own process can show them.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..common.card import ONNX_SUFFIX, ModelCard
 from .onnx_card import read_onnx_card
+from .pt_card import read_pt_card
 
 
 def is_onnx(path: Path | str) -> bool:
@@ -18,9 +19,5 @@ def is_onnx(path: Path | str) -> bool:
 
 
 def read_card(path: Path | str) -> ModelCard:
-    """The model card of a ``.cwsam.pt`` model file or of an ``.onnx`` export; only the former needs torch."""
-    if is_onnx(path):
-        return read_onnx_card(path)
-    from .model_file import read_model_card  # torch: kept off the ONNX-only (light install) path
-
-    return read_model_card(path)
+    """The model card of a ``.cwsam.pt`` model file or of an ``.onnx`` export, without torch."""
+    return read_onnx_card(path) if is_onnx(path) else read_pt_card(path)

@@ -20,9 +20,9 @@ from ..errors import CheckpointError, ModelFileError
 from .build import backbone_config, build_model, load_sam_weights
 from .checkpoint import atomic_torch_save, load_into_model, torch_load_safely
 from .modeling import CWSAM
+from .pt_card import FORMAT
 from .trainable import configure_trainable, trainable_names
 
-FORMAT = "cwsam-model"
 # Largest finite float16 value: a tensor beyond it cannot be stored in half precision.
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 # Buffers a model fine-tuned from SAM stores beside its trained parameters: the decoder's positional

@@ -31,7 +31,7 @@ import rasterio
 from rasterio.windows import Window, from_bounds
 
 from ..common.labels import IGNORE_INDEX
-from ..common.paths import check_outputs, model_output_files
+from ..common.paths import MODEL_SUFFIX, check_outputs, model_output_files, next_version_path, version_number
 from ..engine.inference import pixel_areas
 from ..errors import (
     CheckpointError, ModelFileError, OutputConflictError, RadiometryError, RetrainCancelled, RetrainError,
@@ -45,8 +45,6 @@ from .parent import check_label_classes, check_unchanged, warm_start_config
 
 LOG = logging.getLogger("cwsam")
 
-MODEL_SUFFIX = ".cwsam.pt"
-_VERSION = re.compile(r"^(?P<base>.+)\.v(?P<number>\d+)$")
 # Default steps of a retrain by steps (no time budget), and its warm-up.
 RETRAIN_STEPS = 60
 RETRAIN_WARMUP = 5
@@ -90,35 +88,6 @@ def _grow(mask: np.ndarray, margin: int) -> np.ndarray:
     sums = (total[size:size + height, size:size + width] - total[:height, size:size + width]
             - total[size:size + height, :width] + total[:height, :width])
     return sums > 0
-
-
-def version_base(path: Path | str) -> tuple:
-    """(folder, name without version and suffix, suffix): ``a/lc.v3.cwsam.pt`` -> (a, "lc", ".cwsam.pt")."""
-    path = Path(path)
-    suffix = MODEL_SUFFIX if path.name.endswith(MODEL_SUFFIX) else path.suffix
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    match = _VERSION.match(stem)
-    return path.parent, (match.group("base") if match else stem), suffix
-
-
-def version_number(path: Path | str) -> int:
-    """1 for an unversioned file, N for ``name.vN.cwsam.pt``."""
-    path = Path(path)
-    suffix = version_base(path)[2]
-    match = _VERSION.match(path.name[: len(path.name) - len(suffix)] if suffix else path.name)
-    return int(match.group("number")) if match else 1
-
-
-def next_version_path(parent: Path | str) -> Path:
-    """The next free version beside ``parent``: one above the highest version of the same name there."""
-    folder, base, suffix = version_base(parent)
-    highest = version_number(parent)
-    pattern = re.compile(re.escape(base) + r"\.v(\d+)" + re.escape(suffix) + "$")
-    for item in folder.iterdir() if folder.is_dir() else []:
-        match = pattern.match(item.name)
-        if match:
-            highest = max(highest, int(match.group(1)))
-    return folder / f"{base}.v{highest + 1}{suffix}"
 
 
 @dataclass

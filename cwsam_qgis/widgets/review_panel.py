@@ -329,7 +329,7 @@ class ReviewPanel(QWidget):
         except (LayerError, PolygonSourceError) as exc:
             self._fail(str(exc))
             return None
-        from cwsam_core.training.retrain import next_version_path, version_number
+        from cwsam_core.common.paths import next_version_path, version_number
 
         number = version_number(next_version_path(self.reviewed.model))
         version_map = free_path(self.reviewed.path.parent, f"{_base(self.reviewed.path.stem)}_v{number}", ".tif")
