@@ -1,45 +1,38 @@
-"""Where the plugin finds torch & co, whether they import, and the exact commands that fix it.
+"""Where the engine runs, whether it works there, and how to install it.
 
-QGIS runs its own Python (on Debian the system one), which has no torch. Two installs are offered: the
-light one (requirements-classify.txt, ``make setup-light``: ONNX Runtime, classification with ``.onnx``
-exports only, about 300 MB) and the full one (requirements.txt, ``make setup``: PyTorch too, for training,
-export and ``.cwsam.pt`` models, about 6 GB). The dependencies live in a separate virtual environment (by default the project's ``.venv`` made by ``make setup``)
-whose site-packages folder is added to the import path with ``site.addsitedir``, so the
-environment's ``.pth`` files (the editable install of ``cwsam_core``) apply too. Nothing here
-imports torch at module import time, and nothing raises: problems are returned as text.
+The engine (torch, ONNX Runtime, rasterio and the parts of ``cwsam_core`` that use them) never runs in QGIS's
+own process: it runs in a worker process (``worker_client``) started with the Python of an *engine
+environment*, a virtual environment or conda environment of its own, built for any Python version. Two
+installs are offered: the light one (requirements-classify.txt: ONNX Runtime, classification with ``.onnx``
+exports, about 300 MB) and the full one (requirements.txt: PyTorch too, for training and ``.cwsam.pt``
+models, about 6 GB). The Setup tab installs either with one click (``installer``); ``cwsam_core`` itself comes
+with the plugin (its ``libs`` folder, or the checkout of a development install) and is handed to the worker.
+
+QGIS's process imports only the torch-free, rasterio-free parts of ``cwsam_core`` (model cards, class lists,
+paths). Nothing here raises: problems are returned as text.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import site
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from . import settings
+from . import ENGINE_SOURCE, settings
+from .worker_client import Engine, WorkerError, environment_python, run_job
 
 PLUGIN_DIR = Path(__file__).resolve().parent  # resolved: a development install is a symlink into the checkout
-BUNDLED_LIBS = PLUGIN_DIR / "libs"  # the packaged plugin carries cwsam_core here
 CHECKOUT = PLUGIN_DIR.parent if (PLUGIN_DIR.parent / "cwsam_core").is_dir() else None
-USER_ENV = Path.home() / ".local" / "share" / "cwsam" / "venv"
+USER_ENV = Path.home() / ".local" / "share" / "cwsam" / "venv"  # where earlier versions told users to build it
 
-# Module -> pip requirement. cwsam_core comes with the plugin (bundled) or the checkout (editable install).
-REQUIRED: Dict[str, Optional[str]] = {
-    "torch": "torch",
-    "torchvision": "torchvision",
-    "segment_anything": "segment-anything",
-    "onnxruntime": "onnxruntime",
-    "rasterio": "rasterio",
-    "pyogrio": "pyogrio",
-    "shapely": "shapely",
-    "cwsam_core": None,
-}
-# What only the full install has: training, export and .cwsam.pt models need them.
+# The modules the engine imports. cwsam_core comes with the plugin (bundled) or the checkout.
+REQUIRED = ("torch", "torchvision", "segment_anything", "onnxruntime", "rasterio", "pyogrio", "shapely", "numpy",
+            "cwsam_core")
+# What only the full install has: training and .cwsam.pt models need them.
 FULL_ONLY = ("torch", "torchvision", "segment_anything")
-# The light install: classification with ONNX exports.
 LIGHT = tuple(name for name in REQUIRED if name not in FULL_ONLY)
 LIGHT_SIZE, FULL_SIZE = "about 300 MB", "about 6 GB"
 
@@ -52,7 +45,7 @@ def modules_for_model(model_path: str | Path) -> List[str]:
 
 
 def python_tag() -> str:
-    """"3.11": environments must be built for the Python version QGIS runs."""
+    """"3.11": the Python QGIS runs (the engine environment may have another)."""
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -72,13 +65,15 @@ def _is_interpreter(path: str) -> bool:
 
 
 def interpreter() -> Path:
-    """The Python interpreter QGIS runs, as a real file.
+    """A Python interpreter that can build engine environments: QGIS's own, as a real file.
 
-    Inside QGIS ``sys.executable`` names QGIS itself (on Debian the shell script ``/usr/bin/qgis``):
-    the interpreter of the same version under ``sys.base_prefix`` is the one that builds environments.
+    Inside QGIS ``sys.executable`` names QGIS itself (on Debian the shell script ``/usr/bin/qgis``, on Windows
+    ``qgis-bin.exe``, on macOS ``QGIS.app/Contents/MacOS/QGIS``): the interpreter of the same version is
+    looked for under ``sys.base_prefix`` (OSGeo4W: ``apps/Python3*/python.exe``; macOS: ``Contents/MacOS/bin``).
     """
-    names = ["python.exe"] if os.name == "nt" else [f"python{python_tag()}", "python3"]
-    folders = [sys.base_prefix] if os.name == "nt" else [os.path.join(sys.base_prefix, "bin"), "/usr/bin"]
+    names = ["python.exe", "python3.exe"] if os.name == "nt" else [f"python{python_tag()}", "python3"]
+    folders = ([sys.base_prefix, os.path.join(sys.base_prefix, "Scripts")] if os.name == "nt"
+               else [os.path.join(sys.base_prefix, "bin"), "/usr/bin"])
     candidates = [sys.executable, getattr(sys, "_base_executable", "")]
     candidates += [os.path.join(folder, name) for folder in folders for name in names]
     for candidate in candidates:
@@ -87,27 +82,50 @@ def interpreter() -> Path:
     return Path(sys.executable)
 
 
-def site_packages(env: Path) -> Path:
-    """The site-packages folder of the virtual environment ``env`` for this Python version."""
-    if os.name == "nt":
-        return env / "Lib" / "site-packages"
-    return env / "lib" / f"python{python_tag()}" / "site-packages"
+def profile_environment() -> Path:
+    """The one-click install's default folder: ``cwsam/engine`` in the QGIS profile folder."""
+    try:
+        from qgis.core import QgsApplication
+
+        base = Path(QgsApplication.qgisSettingsDirPath())
+    except Exception:  # noqa: BLE001 - outside QGIS
+        base = USER_ENV.parent
+    return base / "cwsam" / "engine"
 
 
 def candidate_environments() -> List[Path]:
-    """Default environments, in order: the checkout's ``.venv`` (``make setup``), then the user's one."""
-    return ([CHECKOUT / ".venv"] if CHECKOUT else []) + [USER_ENV]
+    """Default environments, in order: the checkout's ``.venv`` (``make setup``), the one-click install's
+    folder, then the folder earlier versions suggested."""
+    return ([CHECKOUT / ".venv"] if CHECKOUT else []) + [profile_environment(), USER_ENV]
 
 
 def configured_environment() -> Optional[Path]:
-    """The environment from the settings, else the first default built for this Python, else None."""
+    """The environment from the settings, else the first default that has a Python, else None."""
     chosen = str(settings.value(settings.PYTHON_ENV) or "").strip()
     if chosen:
         return Path(chosen).expanduser()
     for env in candidate_environments():
-        if site_packages(env).is_dir():
+        if environment_python(env) is not None:
             return env
     return None
+
+
+def engine_for(environment: Optional[Path]) -> Engine:
+    """The worker's Python and ``cwsam_core``'s folder for ``environment``; ``WorkerError`` naming what is wrong."""
+    if environment is None:
+        raise WorkerError("no engine environment found (looked in "
+                          + ", ".join(str(e) for e in candidate_environments())
+                          + "): install the engine in the CWSAM dock's Setup tab")
+    python = environment_python(environment)
+    if python is None:
+        raise WorkerError(f"{environment} has no Python interpreter (bin/python3, or Scripts\\python.exe on "
+                          "Windows): choose an environment folder, or install the engine there from the Setup tab")
+    return Engine(python, ENGINE_SOURCE, Path(profile_environment()).parent / "logs")
+
+
+def engine() -> Engine:
+    """The engine of the configured environment (see :func:`engine_for`)."""
+    return engine_for(configured_environment())
 
 
 @dataclass
@@ -119,6 +137,10 @@ class DependencyReport:
     notes: List[str] = field(default_factory=list)
     # A complete light install: the full install's modules that do not import (they are not an error).
     light_only: Dict[str, str] = field(default_factory=dict)
+    versions: Dict[str, str] = field(default_factory=dict)
+    python: str = ""  # the engine's Python: "3.12.3 (/path/bin/python3)"
+    device_line: str = ""
+    onnx_line: str = ""
 
     @property
     def ok(self) -> bool:
@@ -133,123 +155,98 @@ class DependencyReport:
         """One line for the message bar."""
         where = f" (environment {self.environment})" if self.environment else ""
         if self.light:
-            return (f"CWSAM light install{where}: classification with ONNX models (.onnx); training, export and "
-                    ".cwsam.pt models need the full install with PyTorch (see the Setup tab)")
+            return (f"CWSAM light install{where}: classification with ONNX models (.onnx); training and .cwsam.pt "
+                    "models need the full install with PyTorch (see the Setup tab)")
         if self.ok:
             return "CWSAM: all Python dependencies found" + where
         return (f"CWSAM cannot import {', '.join(self.missing)}: classification and training are unavailable. "
-                "See the CWSAM dock's Setup tab or the log for the commands that fix it.")
+                "Install the engine in the CWSAM dock's Setup tab.")
 
     def details(self) -> str:
-        """What was tried and the commands that fix it, for the log panel and the Setup tab."""
+        """What was tried and what fixes it, for the log panel and the Setup tab."""
         lines = [f"QGIS Python: {sys.version.split()[0]} ({interpreter()})",
-                 f"Python environment: {self.environment or '(none found)'}"]
+                 f"Engine environment: {self.environment or '(none found)'}"]
+        if self.python:
+            lines.append(f"Engine Python: {self.python} (the engine runs in its own process)")
         lines += self.notes
+        if self.versions:
+            lines.append("Found: " + ", ".join(f"{k} {v}".strip() for k, v in self.versions.items()))
         if self.light:
             lines.append("Light install: classification with ONNX models (.onnx) works. Not installed: "
                          + ", ".join(self.light_only) + ".")
-            lines.append(f"Training, export and .cwsam.pt models need the full install (PyTorch, {FULL_SIZE}):")
+            lines.append(f"Training and .cwsam.pt models need the full install (PyTorch, {FULL_SIZE}): click "
+                         "\"Install the full engine\" above, or run:")
             lines += ["  " + c for c in fix_commands(self.environment)]
             return "\n".join(lines)
         if self.ok:
             return "\n".join(lines)
         lines.append("Missing modules:")
         lines += [f"  {name}: {error}" for name, error in self.missing.items()]
-        if any(name in self.missing for name in FULL_ONLY):
-            lines.append(f"Fix it with the light install (classification with ONNX models, .onnx; {LIGHT_SIZE}):")
-            lines += ["  " + c for c in fix_commands(self.environment, light=True)]
-            lines.append(f"or the full install (also training, export and .cwsam.pt models; PyTorch, {FULL_SIZE}):")
-        else:
-            lines.append("Fix it with:")
+        lines.append("Click \"Install the light engine\" or \"Install the full engine\" above, or in a terminal run "
+                     f"the light install (classification with ONNX models, {LIGHT_SIZE}):")
+        lines += ["  " + c for c in fix_commands(self.environment, light=True)]
+        lines.append(f"or the full install (also training and .cwsam.pt models; PyTorch, {FULL_SIZE}):")
         lines += ["  " + c for c in fix_commands(self.environment)]
         return "\n".join(lines)
 
 
-def activate(environment: Optional[Path]) -> List[str]:
-    """Put the bundled ``cwsam_core`` and ``environment``'s site-packages on the import path.
+_LAST: Dict[str, DependencyReport] = {}
+_LAST_LOCK = threading.Lock()
 
-    Returns notes about anything that looks wrong (not found, built for another Python version).
+
+def check(modules: Optional[List[str]] = None, device: str = "auto") -> DependencyReport:
+    """Ask a worker of the configured environment which engine modules import there (never in QGIS's process).
+
+    The report is kept (:func:`last_report`) for the tabs' quick checks before a run.
     """
-    notes: List[str] = []
-    if environment is None:
-        notes.append("No Python environment found at " + " or ".join(str(e) for e in candidate_environments()))
-    else:
-        notes += _add_environment(environment)
-    if BUNDLED_LIBS.is_dir() and str(BUNDLED_LIBS) not in sys.path:
-        sys.path.insert(0, str(BUNDLED_LIBS))  # the engine that came with this plugin wins
-    for variable in ("PROJ_LIB", "PROJ_DATA"):
-        if os.environ.get(variable):
-            notes.append(f"{variable} is set ({os.environ[variable]}): if rasterio reports PROJ errors, unset it")
-    return notes
-
-
-def _add_environment(environment: Path) -> List[str]:
-    notes: List[str] = []
-    packages = site_packages(environment)
-    if not packages.is_dir():
-        built = sorted(p.name for p in (environment / "lib").glob("python*")) if (environment / "lib").is_dir() else []
-        notes.append(
-            f"{environment} has no {packages.relative_to(environment)}"
-            + (f": it was built for {', '.join(built)}, QGIS runs Python {python_tag()}" if built else "")
-        )
-        return notes
-    if str(packages) not in sys.path:
-        before = set(sys.path)
-        site.addsitedir(str(packages))  # also runs its .pth files (the editable cwsam_core)
-        # As inside the environment itself: its packages before the system's (torch needs a newer sympy
-        # than Debian's, which addsitedir's append would let win).
-        added = [p for p in sys.path if p not in before]
-        sys.path[:] = added + [p for p in sys.path if p in before]
-    return notes
-
-
-def missing_modules(modules: Optional[List[str]] = None) -> Dict[str, str]:
-    """Module name -> one-line import error, for each required module that cannot be imported."""
-    missing: Dict[str, str] = {}
-    for name in modules if modules is not None else list(REQUIRED):
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - a broken install (DLL, ABI) counts as missing, never raises
-            missing[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return missing
-
-
-def check(modules: Optional[List[str]] = None) -> DependencyReport:
-    """Activate the configured environment and import each required module."""
     environment = configured_environment()
-    notes = activate(environment)
-    missing = missing_modules(modules)
-    if modules is None and missing and all(name in FULL_ONLY for name in missing):
-        return DependencyReport(environment, {}, notes, light_only=missing)
-    return DependencyReport(environment, missing, notes)
-
-
-def _keep_qgis_numpy() -> str:
-    """A pip requirement that keeps the numpy QGIS runs with (its compiled GDAL, scipy and matplotlib need
-    it), or '' where that cannot be told."""
+    wanted = list(modules) if modules is not None else list(REQUIRED)
     try:
-        import numpy
-    except ImportError:
-        return ""
-    return f' "numpy=={numpy.__version__}"'
+        answer = run_job(engine_for(environment), "check", {"modules": wanted, "device": device})
+    except WorkerError as exc:
+        report = DependencyReport(environment, {name: str(exc) for name in wanted}, [str(exc)])
+    else:
+        missing = dict(answer["missing"])
+        report = DependencyReport(environment, missing, versions=dict(answer["versions"]),
+                                  python=f"{answer['python']} ({answer['executable']})",
+                                  device_line=answer.get("device") or "", onnx_line=answer.get("onnx") or "")
+        if modules is None and missing and all(name in FULL_ONLY for name in missing):
+            report.missing, report.light_only = {}, missing
+    if modules is None:
+        with _LAST_LOCK:
+            _LAST["report"] = report
+    return report
+
+
+def last_report() -> Optional[DependencyReport]:
+    """The newest full check's report, or None before the first."""
+    with _LAST_LOCK:
+        return _LAST.get("report")
+
+
+def missing_modules(modules: List[str]) -> Dict[str, str]:
+    """Module name -> error for each of ``modules`` that the newest check found missing (a check is run the first
+    time). The engine's process says the rest when it runs."""
+    report = last_report() or check()
+    absent = {**report.missing, **report.light_only}
+    return {name: absent[name] for name in modules if name in absent}
 
 
 def fix_commands(environment: Optional[Path] = None, light: bool = False) -> List[str]:
-    """Shell commands that create or complete the environment, for this QGIS's Python version: the full
-    install, or with ``light`` the light one (classification with ONNX models)."""
+    """Shell commands that create or complete an engine environment: the full install, or with ``light`` the
+    light one (classification with ONNX models). Any Python 3.10+ will do: the engine runs in its own process."""
     python = str(interpreter()) if os.name != "nt" else "python"
     if CHECKOUT is not None and (CHECKOUT / "Makefile").is_file():
         commands = [f"cd {CHECKOUT} && make {'setup-light' if light else 'setup'}"]
         target = CHECKOUT / ".venv"
     else:
-        target = environment or USER_ENV
+        target = environment or profile_environment()
         requirements = PLUGIN_DIR / ("requirements-classify.txt" if light else "requirements.txt")
-        pip = target / ("Scripts" if os.name == "nt" else "bin") / "python"
-        commands = [f"{python} -m venv --system-site-packages {target}",
-                    f"{pip} -m pip install -r {requirements}{_keep_qgis_numpy()}"]
+        pip = target / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+        commands = [f"{python} -m venv {target}", f"{pip} -m pip install -r {requirements}"]
     configured = str(settings.value(settings.PYTHON_ENV) or "").strip()
     found_by_default = not configured and target in candidate_environments()
     if not found_by_default and (not configured or Path(configured).expanduser() != target):
-        commands.append(f"then set the CWSAM Python environment (dock, Setup tab) to {target}")
-    commands.append("and restart QGIS")
+        commands.append(f"then set the CWSAM engine environment (dock, Setup tab) to {target}")
+    commands.append("then click \"Check again\" in the Setup tab")
     return commands

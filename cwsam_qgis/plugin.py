@@ -33,8 +33,7 @@ class CwsamPlugin:
     # --- QGIS hooks ---------------------------------------------------------------------------
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS's name; qgis_process calls only this)
-        if self.report is None:
-            self.report = self._check_dependencies()
+        # No check of the engine here: an algorithm that cannot run says why when it runs.
         if self.provider is None:
             from .processing.provider import CwsamProvider
 
@@ -48,6 +47,9 @@ class CwsamPlugin:
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()
+        if self.report is None:
+            # The engine's worker answers (and stays, ready for the first job); its imports take a few seconds.
+            self.report = self._check_dependencies()
         icon = QIcon(str(ICON_PATH))
         main_window = self.iface.mainWindow()
         self.dock_action = QAction(icon, "CWSAM SAR classification", main_window)
@@ -77,6 +79,9 @@ class CwsamPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        from .worker_client import POOL
+
+        POOL.shutdown()  # the idle engine workers end with the plugin
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -116,7 +121,9 @@ class CwsamPlugin:
     @staticmethod
     def _check_dependencies() -> dependencies.DependencyReport:
         try:
-            return dependencies.check()
+            from . import settings
+
+            return dependencies.check(device=settings.value(settings.DEVICE))
         except Exception as exc:  # noqa: BLE001 - loading must never raise into QGIS
             messages.log(traceback.format_exc(), Qgis.MessageLevel.Critical)
             return dependencies.DependencyReport(None, {"(check)": f"{type(exc).__name__}: {exc}"})

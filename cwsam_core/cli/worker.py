@@ -29,7 +29,7 @@ import traceback
 from typing import Any, Callable, Dict, Optional, TextIO
 
 from .. import __version__
-from ..common.plain import to_plain
+from ..common.plain import from_plain, to_plain
 from ..errors import Cancelled, CwsamError
 
 
@@ -118,7 +118,7 @@ def run_job(job: Dict[str, Any], channel: Channel, should_cancel: Callable[[], b
         channel.send({"id": job_id, "event": "progress", "args": to_plain(list(args))})
 
     try:
-        result = JOBS[op](dict(job.get("args") or {}), progress, should_cancel)
+        result = JOBS[op](dict(from_plain(job.get("args") or {})), progress, should_cancel)
     except BaseException as exc:  # noqa: BLE001 - every failure is an answer; the worker lives on
         return _failure(job_id, exc)
     return {"id": job_id, "event": "done", "result": to_plain(result)}

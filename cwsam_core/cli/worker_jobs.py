@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..common.card import ClassInfo
-from ..common.plain import from_plain
 
 Progress = Callable[..., None]
 ShouldCancel = Callable[[], bool]
@@ -21,10 +20,6 @@ ShouldCancel = Callable[[], bool]
 # What the engine imports, and the pip requirement of each (the Setup tab's check).
 ENGINE_MODULES = ("torch", "torchvision", "segment_anything", "onnxruntime", "rasterio", "pyogrio", "shapely",
                   "numpy", "cwsam_core")
-
-
-def _paths(values: Optional[List[str]]) -> Optional[List[Path]]:
-    return [Path(v) for v in values] if values else None
 
 
 def _optional_path(value: Optional[str]) -> Optional[Path]:
@@ -113,20 +108,20 @@ def vectorize(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCan
 
 
 def train(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel) -> Any:
-    """``training.loop.train``: ``args`` holds the sources' and the config's fields."""
+    """``training.loop.train``: ``args`` holds the sources' fields and the ``TrainConfig`` (as plain data)."""
     from ..training.config import TrainConfig
     from ..training.datasets import TrainingSource
     from ..training.loop import train as run
 
-    sources = [TrainingSource(**{k: (Path(v) if k in ("image", "labels", "polygons") and v else v)
-                                 for k, v in source.items()}) for source in args["sources"]]
-    config = dict(from_plain(args["config"]))
-    config["classes"] = [ClassInfo(**c) for c in config["classes"]]
-    for name in ("output", "sam_checkpoint", "init_model"):
-        if config.get(name):
-            config[name] = Path(config[name])
-    return run(sources, TrainConfig(**config), resume=bool(args.get("resume")), progress=progress,
-               should_cancel=should_cancel)
+    def source(fields: Dict[str, Any]) -> TrainingSource:
+        return TrainingSource(**{k: Path(v) if k in ("image", "labels", "polygons") and v else v
+                                 for k, v in fields.items()})
+
+    config = dict(vars(args["config"]))
+    config["classes"] = [ClassInfo(**vars(c)) for c in config["classes"]]
+    config["replay_extra"] = [source(vars(s)) for s in config.get("replay_extra") or []]
+    return run([source(s) for s in args["sources"]], TrainConfig(**config), resume=bool(args.get("resume")),
+               progress=progress, should_cancel=should_cancel)
 
 
 def retrain(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel) -> Any:

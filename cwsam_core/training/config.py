@@ -7,10 +7,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from ..common.card import ClassInfo
-from .datasets import TrainingSource
+
+if TYPE_CHECKING:  # only named in annotations: the config stays importable without rasterio (QGIS's process)
+    from .datasets import TrainingSource
 
 # Peak learning rates by kind of training: a whole network from random weights learns fastest
 # at 1e-3 with AdamW on these data; adapters on a frozen pretrained SAM encoder keep the gentler 2e-4.

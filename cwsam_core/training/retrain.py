@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import rasterio
 from rasterio.windows import Window, from_bounds
 
 from ..common.labels import IGNORE_INDEX
-from ..common.paths import MODEL_SUFFIX, check_outputs, model_output_files, next_version_path, version_number
+from ..common.paths import check_outputs, model_output_files, next_version_path, version_number
 from ..engine.inference import pixel_areas
 from ..errors import (
     CheckpointError, ModelFileError, OutputConflictError, RadiometryError, RetrainCancelled, RetrainError,

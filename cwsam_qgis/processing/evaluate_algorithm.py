@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import traceback
 from pathlib import Path
 
 from qgis.core import (
@@ -15,8 +14,8 @@ from qgis.core import (
 )
 
 from ..layers import LayerError, raster_source
-from ..messages import for_the_dock
-from ..tasks.classify_task import expected_errors
+from ..tasks.engine_jobs import engine_job, job_error
+from ..worker_client import WorkerError
 from .classify_algorithm import DEVICES, MODEL_FILTER
 
 
@@ -85,36 +84,30 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             for name in (self.INPUT, self.LABELS):
                 sources.append(raster_source(self.parameterAsRasterLayer(parameters, name, context)))
             image, labels = (s.materialize(feedback) for s in sources)
-            from cwsam_core.training.evaluation import evaluate
-
-            metrics, card = evaluate(
-                model, [(image, labels)], sam_checkpoint=sam or None, ignore_values=ignore,
-                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                progress=lambda fraction, _message: feedback.setProgress(100.0 * fraction),
-            )
+            scores = engine_job("evaluate", {
+                "model": model, "image": str(image), "labels": str(labels), "sam_checkpoint": sam or None,
+                "ignore_values": ignore, "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]},
+                lambda fraction, _message: feedback.setProgress(100.0 * fraction), should_cancel=feedback.isCanceled)
         except LayerError as exc:
             raise QgsProcessingException(str(exc)) from None
-        except ImportError as exc:
-            raise QgsProcessingException(f"CWSAM's Python dependencies cannot be imported ({exc})") from None
-        except Exception as exc:  # noqa: BLE001 - engine errors become one-line Processing errors
-            if isinstance(exc, expected_errors()):
-                raise QgsProcessingException(for_the_dock(str(exc))) from None
-            feedback.reportError(traceback.format_exc())
-            raise QgsProcessingException(f"evaluation failed: {type(exc).__name__}: {exc}") from None
+        except WorkerError as exc:
+            if exc.details:
+                feedback.reportError(exc.details)
+            raise QgsProcessingException(job_error(exc, "evaluation")) from None
         finally:
             for source in sources:
                 source.cleanup()
-        rows = metrics.per_class([c.value for c in card.classes], [c.name for c in card.classes])
+        rows = scores["per_class"]
         report = {"model": str(model), "image": self.parameterAsRasterLayer(parameters, self.INPUT, context).source(),
-                  "miou": _number(metrics.miou), "overall_accuracy": _number(metrics.overall_accuracy),
-                  "fwiou": _number(metrics.fwiou), "kappa": _number(metrics.kappa), "pixels": metrics.pixels,
+                  "miou": _number(scores["miou"]), "overall_accuracy": _number(scores["overall_accuracy"]),
+                  "fwiou": _number(scores["fwiou"]), "kappa": _number(scores["kappa"]), "pixels": scores["pixels"],
                   "per_class": rows}
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=2))
         for row in rows:
             iou = row["iou"]
             feedback.pushInfo(f"{row['value']:>5} {row['name']:<20} IoU {'-' if iou is None else f'{iou:.4f}'}")
-        feedback.pushInfo(f"mIoU {metrics.miou:.4f}, OA {metrics.overall_accuracy:.4f}, kappa {metrics.kappa:.4f} "
-                          f"({metrics.pixels:,} labelled pixels)")
-        return {self.OUTPUT: str(output), self.MIOU: _number(metrics.miou),
-                self.OVERALL_ACCURACY: _number(metrics.overall_accuracy), self.KAPPA: _number(metrics.kappa)}
+        feedback.pushInfo(f"mIoU {scores['miou']:.4f}, OA {scores['overall_accuracy']:.4f}, kappa "
+                          f"{scores['kappa']:.4f} ({scores['pixels']:,} labelled pixels)")
+        return {self.OUTPUT: str(output), self.MIOU: _number(scores["miou"]),
+                self.OVERALL_ACCURACY: _number(scores["overall_accuracy"]), self.KAPPA: _number(scores["kappa"])}

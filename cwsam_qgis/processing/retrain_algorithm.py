@@ -16,8 +16,10 @@ from qgis.core import (
 from .. import compat
 from ..layers import LayerError, layer_file, raster_source
 from ..messages import for_the_dock
+from ..tasks.engine_jobs import engine_job, job_error
 from ..tasks.retrain_task import DEFAULT_MINUTES, DEFAULT_REPLAY
-from ..tasks.train_task import engine_log, expected_errors, log_to_feedback, progress_fraction
+from ..tasks.train_task import log_to_feedback, progress_fraction
+from ..worker_client import WorkerError
 
 DEVICES = ["auto", "cpu", "cuda"]
 MODEL_FILTER = "CWSAM model file (*.pt *.pth);;All files (*.*)"
@@ -115,22 +117,22 @@ class RetrainAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgress(100.0 * fraction)
 
         log = log_to_feedback(feedback)
-        from cwsam_core.training.retrain import retrain
-
         try:
-            with engine_log(log):
-                image.materialize(feedback)
-                result = retrain(
-                    model, image.path, path, self.parameterAsString(parameters, self.CLASS_FIELD, context),
-                    layer=layer_name or None, output=output,
-                    sam_checkpoint=self.parameterAsFile(parameters, self.SAM_CHECKPOINT, context) or None,
-                    time_budget=minutes or None, steps=self.parameterAsInt(parameters, self.STEPS, context),
-                    replay=self.parameterAsDouble(parameters, self.REPLAY, context),
-                    anchor_map=layer_file(class_map) if class_map is not None else None,
-                    device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
-                    progress=progress, should_cancel=feedback.isCanceled)
-        except expected_errors() as exc:
+            image.materialize(feedback)
+            result = engine_job("retrain", {
+                "model": model, "image": str(image.path), "corrections": path,
+                "class_field": self.parameterAsString(parameters, self.CLASS_FIELD, context),
+                "layer": layer_name or None, "output": output,
+                "sam_checkpoint": self.parameterAsFile(parameters, self.SAM_CHECKPOINT, context) or None,
+                "time_budget": minutes or None, "steps": self.parameterAsInt(parameters, self.STEPS, context),
+                "replay": self.parameterAsDouble(parameters, self.REPLAY, context),
+                "anchor_map": str(layer_file(class_map)) if class_map is not None else None,
+                "device": self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto"},
+                progress, log, feedback.isCanceled)
+        except LayerError as exc:
             raise QgsProcessingException(for_the_dock(str(exc))) from None
+        except WorkerError as exc:
+            raise QgsProcessingException(job_error(exc, "retraining")) from None
         finally:
             image.cleanup()
         feedback.pushInfo(f"version {result.version}: {result.model_path} (from {Path(model).name}, sha256 "

@@ -1,4 +1,5 @@
-"""Classification in the background: a QgsTask around ``cwsam_core.engine.inference.classify_file``.
+"""Classification in the background: a QgsTask around ``cwsam_core.engine.inference.classify_file``, which runs in
+the engine's worker process (``engine_jobs``), never in QGIS's.
 
 The task only runs the engine on files; the layer (if it had no file of its own) was reduced to a
 provider clone in the main thread and is exported here. Results reach the main thread through
@@ -7,15 +8,19 @@ Python attributes and ``finished()``; layers are added there, never in ``run()``
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from qgis.core import QgsTask
 
+from cwsam_core.common.paths import check_outputs, class_raster_files, raster_input_files
+from cwsam_core.errors import OutputConflictError
+
 from ..layers import LayerError, RasterSource
-from ..messages import engine_errors, for_the_dock
+from ..messages import for_the_dock
+from ..worker_client import WorkerError
+from .engine_jobs import engine_job, job_error
 
 
 @dataclass
@@ -72,26 +77,16 @@ def for_the_plugin(message: str) -> str:
     return for_the_dock(message)
 
 
-def expected_errors() -> tuple:
-    """Exceptions whose message is meant for the user (messages.engine_errors: the engine's and the layers')."""
-    return engine_errors()
-
-
 def run_classification(
     request: ClassifyRequest, progress: Optional[Callable[[float, str], None]] = None,
     should_cancel: Optional[Callable[[], bool]] = None, feedback=None,
+    log: Optional[Callable[[int, str], None]] = None,
 ) -> ClassifyOutcome:
-    """Export the input if needed, classify it; errors become ``ClassifyOutcome.error``, never exceptions.
+    """Export the input if needed, classify it in the engine's worker process; errors become
+    ``ClassifyOutcome.error``, never exceptions.
 
     Shared by the dock's task and the Processing algorithm, so both classify the same way.
     """
-    try:
-        from cwsam_core.engine.inference import classify_file
-        from cwsam_core.errors import ClassificationCancelled
-
-        errors = expected_errors()
-    except Exception as exc:  # noqa: BLE001 - missing dependencies
-        return ClassifyOutcome(error=f"CWSAM's Python dependencies cannot be imported ({exc}): see the Setup tab")
     if not request.model.is_file():
         return ClassifyOutcome(error=f"model file not found: {request.model}; choose a CWSAM model file (.cwsam.pt) or ONNX export (.onnx)")
     problem = check_polygons_path(request)
@@ -103,20 +98,17 @@ def run_classification(
     try:
         path = request.source.materialize(feedback)
         if should_cancel is not None and should_cancel():
-            raise ClassificationCancelled("classification cancelled; nothing was written")
-        result = classify_file(
-            path, request.output, request.model, sam_checkpoint=request.sam_checkpoint, tile_size=request.tile_size,
-            device=request.device, confidence_path=request.confidence, overlap=request.overlap,
-            batch_size=request.batch_size, input_scale=request.input_scale, band_indexes=request.band_indexes,
-            bounds=request.bounds, progress=classify_progress, should_cancel=should_cancel,
-        )
-    except ClassificationCancelled as exc:
-        return ClassifyOutcome(error=str(exc), cancelled=True)
-    except errors as exc:
+            return ClassifyOutcome(error="classification cancelled; nothing was written", cancelled=True)
+        result = engine_job("classify", {
+            "input": str(path), "output": str(request.output), "model": str(request.model),
+            "sam_checkpoint": request.sam_checkpoint, "tile_size": request.tile_size, "device": request.device,
+            "confidence": request.confidence, "overlap": request.overlap, "batch_size": request.batch_size,
+            "input_scale": request.input_scale, "band_indexes": request.band_indexes, "bounds": request.bounds,
+        }, classify_progress, log, should_cancel, outputs=[*class_raster_files(request.output), request.confidence])
+    except LayerError as exc:
         return ClassifyOutcome(error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - QGIS must never see an exception from a task
-        return ClassifyOutcome(error=f"classification failed: {type(exc).__name__}: {exc}",
-                               details=traceback.format_exc())
+    except WorkerError as exc:
+        return ClassifyOutcome(error=job_error(exc, "classification"), cancelled=exc.cancelled, details=exc.details)
     finally:
         request.source.cleanup()
     outcome = ClassifyOutcome(result=result)
@@ -131,9 +123,6 @@ def check_polygons_path(request: ClassifyRequest) -> Optional[str]:
         return None
     if request.polygons.suffix.lower() != ".gpkg":
         return f"the polygons are written as a GeoPackage: give a file name ending in .gpkg, not {request.polygons.name}"
-    from cwsam_core.common.paths import check_outputs, class_raster_files, raster_input_files
-    from cwsam_core.errors import OutputConflictError
-
     inputs = [("SAR raster", raster_input_files(request.source.path)), ("model file", [request.model]),
               ("SAM checkpoint", [request.sam_checkpoint])]
     outputs = [("output", class_raster_files(request.output)), ("confidence output", [request.confidence]),
@@ -147,28 +136,21 @@ def check_polygons_path(request: ClassifyRequest) -> Optional[str]:
 
 def write_polygons(result, request: ClassifyRequest, progress=None, should_cancel=None) -> Tuple[Optional[object],
                                                                                                 Optional[str]]:
-    """The class raster just written as polygons (``cwsam_core.vector.vectorize``, the engine of ``cwsam vectorize``):
-    (VectorizeResult, None), or (None, why not). Never raises: the classification stands either way."""
-    try:
-        from cwsam_core.errors import VectorizeCancelled, VectorizeError
-        from cwsam_core.vector.vectorize import vectorize_file
-    except Exception as exc:  # noqa: BLE001 - a missing dependency is a message
-        return None, f"polygons not written: the vectorize engine cannot be imported ({exc})"
-
+    """The class raster just written as polygons (``cwsam_core.vector.vectorize``, the engine of ``cwsam vectorize``,
+    in the worker): (VectorizeResult, None), or (None, why not). Never raises: the classification stands either way."""
     def step(fraction: float, message: str) -> None:
         if progress is not None:
             progress(CLASSIFY_SHARE + (1 - CLASSIFY_SHARE) * fraction, f"polygons: {message}")
 
     try:
-        return vectorize_file(result.output, request.polygons, confidence=result.confidence,
-                              min_area=request.min_area, simplify=request.simplify, progress=step,
-                              should_cancel=should_cancel), None
-    except VectorizeCancelled:
-        return None, "polygons cancelled: none were written (the class raster is kept)"
-    except VectorizeError as exc:
-        return None, f"polygons not written: {exc}"
-    except Exception as exc:  # noqa: BLE001 - QGIS must never see an exception from a task
-        return None, f"polygons not written: {type(exc).__name__}: {exc}"
+        return engine_job("vectorize", {"class_raster": str(result.output), "output": str(request.polygons),
+                                        "confidence": result.confidence, "min_area": request.min_area,
+                                        "simplify": request.simplify}, step, None, should_cancel,
+                          outputs=[request.polygons]), None
+    except WorkerError as exc:
+        if exc.cancelled:
+            return None, "polygons cancelled: none were written (the class raster is kept)"
+        return None, f"polygons not written: {job_error(exc, 'vectorize')}"
 
 
 class ClassifyTask(QgsTask):

@@ -8,7 +8,6 @@ runs the engine on files; the new map reaches the project in the dock, from ``fi
 from __future__ import annotations
 
 import json
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -18,8 +17,10 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from ..layers import LayerError, RasterSource
 from ..messages import for_the_dock
+from ..worker_client import WorkerError
 from .classify_task import ClassifyRequest, area_unit, format_area, run_classification
-from .train_task import LOG_TAG, engine_log, expected_errors, log_to_panel, progress_fraction, remove_files
+from .engine_jobs import LOG_TAG, engine_job, job_error, log_to_panel
+from .train_task import progress_fraction, remove_files
 
 # Share of the progress bar taken by training; classifying with the new version takes the rest.
 TRAIN_SHARE = 0.8
@@ -113,38 +114,23 @@ class RetrainOutcome:
 def run_retrain(job: RetrainJob, progress: Optional[Callable[[float, str], None]] = None,
                 should_cancel: Optional[Callable[[], bool]] = None,
                 log: Callable[[int, str], None] = log_to_panel) -> RetrainOutcome:
-    """Retrain, classify with the new version and compare; errors become ``RetrainOutcome.error``."""
-    with engine_log(log):
-        return _run_retrain(job, progress, should_cancel)
-
-
-def _run_retrain(job: RetrainJob, progress, should_cancel) -> RetrainOutcome:
-    try:
-        from cwsam_core.errors import RetrainCancelled
-        from cwsam_core.training.retrain import compare_maps, retrain
-    except Exception as exc:  # noqa: BLE001 - missing dependencies
-        return RetrainOutcome(error=f"CWSAM's Python dependencies cannot be imported ({exc}): see the Setup tab")
-
+    """Retrain, classify with the new version and compare, in the engine's worker process; errors become
+    ``RetrainOutcome.error``."""
     def training(info: dict) -> None:
         fraction = progress_fraction(info)
         if progress is not None and fraction is not None:
             progress(TRAIN_SHARE * fraction, f"training, step {info.get('step', '')}" if "loss" in info else "training")
 
     try:
-        retrained = retrain(
-            job.reviewed.model, job.reviewed.raster, job.corrections.path, job.class_field,
-            layer=job.corrections.layer, expected_sha256=job.reviewed.model_sha256,
-            sam_checkpoint=job.sam_checkpoint, time_budget=job.time_budget, steps=job.steps,
-            batch_size=job.batch_size, replay=job.replay, anchor_map=job.reviewed.path,
-            band_indexes=job.reviewed.band_indexes,
-            input_scale=job.reviewed.input_scale, device=job.device, progress=training,
-            should_cancel=should_cancel)
-    except RetrainCancelled as exc:
-        return RetrainOutcome(error=str(exc), cancelled=True)
-    except expected_errors() as exc:
-        return RetrainOutcome(error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - QGIS must never see an exception from a task
-        return RetrainOutcome(error=f"retraining failed: {type(exc).__name__}: {exc}", details=traceback.format_exc())
+        retrained = engine_job("retrain", {
+            "model": str(job.reviewed.model), "image": job.reviewed.raster, "corrections": str(job.corrections.path),
+            "class_field": job.class_field, "layer": job.corrections.layer,
+            "expected_sha256": job.reviewed.model_sha256, "sam_checkpoint": job.sam_checkpoint,
+            "time_budget": job.time_budget, "steps": job.steps, "batch_size": job.batch_size, "replay": job.replay,
+            "anchor_map": str(job.reviewed.path), "band_indexes": job.reviewed.band_indexes,
+            "input_scale": job.reviewed.input_scale, "device": job.device}, training, log, should_cancel)
+    except WorkerError as exc:
+        return RetrainOutcome(error=job_error(exc, "retraining"), cancelled=exc.cancelled, details=exc.details)
     outcome = RetrainOutcome(retrained=retrained)
     first = job.reviewed.raster.split(",")[0]
     request = ClassifyRequest(source=RasterSource(Path(first), Path(first).name, ""), output=job.output,
@@ -155,7 +141,7 @@ def _run_retrain(job: RetrainJob, progress, should_cancel) -> RetrainOutcome:
         request.source.path = Path(job.reviewed.raster)  # the files of one scene, as the engine reads them
     classify_progress = None if progress is None else (
         lambda fraction, message: progress(TRAIN_SHARE + (1 - TRAIN_SHARE) * fraction, f"classifying: {message}"))
-    classified = run_classification(request, classify_progress, should_cancel)
+    classified = run_classification(request, classify_progress, should_cancel, log=log)
     if classified.result is None:
         outcome.error = (f"the new version {retrained.model_path.name} was written, but classifying with it "
                          f"{'was cancelled' if classified.cancelled else 'failed'}: {classified.error}")
@@ -163,8 +149,9 @@ def _run_retrain(job: RetrainJob, progress, should_cancel) -> RetrainOutcome:
         return outcome
     outcome.classification = classified.result
     try:
-        outcome.change = compare_maps(job.reviewed.path, classified.result.output)
-    except Exception as exc:  # noqa: BLE001 - the comparison is a summary: its failure is a note
+        outcome.change = engine_job("compare", {"before": str(job.reviewed.path),
+                                                "after": str(classified.result.output)})
+    except WorkerError as exc:  # the comparison is a summary: its failure is a note
         outcome.error = f"the maps could not be compared: {exc}"
     return outcome
 

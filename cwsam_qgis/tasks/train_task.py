@@ -1,4 +1,5 @@
-"""Fine-tuning in the background: a QgsTask around ``cwsam_core.training.loop.train``.
+"""Fine-tuning in the background: a QgsTask around ``cwsam_core.training.loop.train``, run in the engine's worker
+process.
 
 The task only runs the engine. It reports steps and epochs through Qt signals (queued to the main
 thread by Qt), stops at the next step when cancelled (the engine keeps the best model so far) and
@@ -8,8 +9,6 @@ hands its outcome to the main thread in ``finished()``. It keeps no QGIS layer: 
 from __future__ import annotations
 
 import logging
-import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -17,9 +16,10 @@ from typing import Callable, List, Optional, Sequence
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ..messages import engine_errors, for_the_dock
-
-LOG_TAG = "CWSAM"
+from ..layers import LayerError
+from ..messages import for_the_dock
+from ..worker_client import WorkerError
+from .engine_jobs import LOG_TAG, engine_job, job_error, log_to_panel
 
 
 @dataclass
@@ -73,30 +73,6 @@ def remove_files(cleanup: Sequence[Callable[[], None]]) -> None:
             QgsMessageLog.logMessage(f"could not remove a temporary file: {exc}", LOG_TAG, Qgis.MessageLevel.Warning)
 
 
-def expected_errors() -> tuple:
-    """Exceptions that carry a message for the user: the engine's and the layers' (messages.engine_errors),
-    and the file system's."""
-    return (*engine_errors(), ValueError, OSError)
-
-
-class _ForwardHandler(logging.Handler):
-    """Hands the engine's log records (``logging`` "cwsam") to a sink: the log panel or Processing feedback.
-
-    Information records come too: the engine says with them what it adjusted (smaller validation blocks
-    on a small image), which the dock shows.
-    """
-
-    def __init__(self, sink: Callable[[int, str], None]) -> None:
-        super().__init__(logging.INFO)
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.sink(record.levelno, record.getMessage())
-        except Exception:  # noqa: BLE001 - logging must never break training
-            self.handleError(record)
-
-
 def log_to_feedback(feedback) -> Callable[[int, str], None]:
     """A log sink for Processing: the engine's warnings as feedback warnings, the rest as information."""
     def log(level: int, message: str) -> None:
@@ -105,51 +81,25 @@ def log_to_feedback(feedback) -> Callable[[int, str], None]:
     return log
 
 
-def log_to_panel(level: int, message: str) -> None:
-    """QgsMessageLog is thread-safe: fine from the task's worker thread."""
-    severity = Qgis.MessageLevel.Warning if level >= logging.WARNING else Qgis.MessageLevel.Info
-    QgsMessageLog.logMessage(message, LOG_TAG, severity)
-
-
-@contextmanager
-def engine_log(sink: Callable[[int, str], None]):
-    """Forward the engine's warnings (ignored label values, repaired polygons...) while training runs."""
-    logger = logging.getLogger("cwsam")
-    handler = _ForwardHandler(sink)
-    level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def run_training(job: TrainingJob, progress: Optional[Callable[[dict], None]] = None,
                  should_cancel: Optional[Callable[[], bool]] = None,
                  log: Callable[[int, str], None] = log_to_panel) -> TrainOutcome:
-    """Run the engine on ``job``; engine errors become ``TrainOutcome.error`` instead of exceptions.
+    """Run the engine on ``job`` in its worker process; engine errors become ``TrainOutcome.error`` instead of
+    exceptions.
 
     Shared by the dock's task and the Processing algorithm, so both train the same way. The
-    engine's warnings go to ``log(level, message)`` (default: the "CWSAM" log panel).
+    engine's information and warnings go to ``log(level, message)`` (default: the "CWSAM" log panel).
     """
-    with engine_log(log):
-        return _run_training(job, progress, should_cancel)
-
-
-def _run_training(job: TrainingJob, progress, should_cancel) -> TrainOutcome:
-    from cwsam_core.training.loop import train
-
     try:
         if job.raster is not None:
             job.raster.materialize()
-        result = train(job.sources, job.config, resume=job.resume, progress=progress, should_cancel=should_cancel)
-    except expected_errors() as exc:
-        return TrainOutcome(error=str(exc), cancelled=bool(should_cancel and should_cancel()))
-    except Exception as exc:  # noqa: BLE001 - QGIS must never see an exception from a task
-        return TrainOutcome(error=f"training failed: {type(exc).__name__}: {exc}", details=traceback.format_exc())
+        result = engine_job("train", {"sources": job.sources, "config": job.config, "resume": job.resume},
+                            progress, log, should_cancel)
+    except LayerError as exc:
+        return TrainOutcome(error=str(exc))
+    except WorkerError as exc:
+        return TrainOutcome(error=job_error(exc, "training"), details=exc.details,
+                            cancelled=exc.cancelled or bool(should_cancel and should_cancel()))
     outcome = TrainOutcome(result=result, cancelled=bool(result.cancelled))
     if outcome.model_path is None:
         outcome.result = None
@@ -283,11 +233,12 @@ def training_job(
     the kind of training (from scratch or adapters on SAM). Raises ValueError with a message, naming the
     dock's fields, for bad settings.
     """
-    from cwsam_core.model.build import backbone_config
+    from cwsam_core.model.backbones import BACKBONES
     from cwsam_core.training.config import TrainConfig
-    from cwsam_core.training.datasets import TrainingSource
 
-    config = backbone_config(backbone)
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
+    config = BACKBONES[backbone]
     if config.sam_checkpoint and not sam_checkpoint:
         raise ValueError(f"backbone {backbone} starts from SAM: choose its SAM checkpoint ({config.sam_checkpoint}), "
                          "or the vit_tiny backbone, which needs none")
@@ -308,8 +259,7 @@ def training_job(
         if scale not in SCALES:
             raise ValueError(f"{name} must be one of {', '.join(SCALES)}, got {scale!r}")
     image = Path(getattr(raster, "path", raster))
-    source = TrainingSource(image=image, polygons=Path(polygons.path), class_field=class_field,
-                            layer=polygons.layer)
+    source = {"image": str(image), "polygons": str(polygons.path), "class_field": class_field, "layer": polygons.layer}
     budget = float(time_budget) if time_budget else None
     steps = int(epochs) * int(steps_per_epoch)
     train_config = TrainConfig(

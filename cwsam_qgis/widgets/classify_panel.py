@@ -25,6 +25,8 @@ from ..layers import (
 from ..tasks.classify_task import (
     ClassifyOutcome, ClassifyRequest, ClassifyTask, area_summary, for_the_plugin, parse_bands,
 )
+from ..tasks.engine_jobs import engine_job
+from ..worker_client import WorkerError
 from .scrolling import scrolling_content
 from .setup_panel import device_line
 
@@ -95,37 +97,28 @@ def describe_fit(model_path: str, layer: Optional[QgsRasterLayer],
         lines.append(f"<b>Layer has</b>: {layer.bandCount()} band(s), no file of its own "
                      "(exported to a temporary GeoTIFF when run)")
         return "<br>".join(lines), problems
-    try:
-        import rasterio
-
-        from cwsam_core.errors import RadiometryError
-        from cwsam_core.raster.radiometry import SarReader
-
-        with rasterio.open(path) as dataset:
-            names = [d or f"band {i}" for i, d in enumerate(dataset.descriptions, start=1)]
-            has = f"<b>Layer has</b>: {dataset.count} band(s) ({html.escape(', '.join(names))}), {dataset.dtypes[0]}"
-            if card is None:
-                lines.append(has)
-                return "<br>".join(lines), problems
-            notes: List[str] = []
-            try:
-                reader = SarReader(dataset, card.bands, card.input_scale, input_scale=input_scale or "auto",
-                                   band_indexes=band_indexes,
-                                   normalization=card.normalization or {"mean": [0, 0, 0], "std": [1, 1, 1]},
-                                   sample_pixels=SAMPLE_PIXELS, warn=notes.append)
-                seen = "look like" if (input_scale or "auto") == "auto" else "are read as"
-                lines.append(has + f"; values {seen} <b>{scale_word(reader.source_scale)}</b>; bands used: "
-                             + ", ".join(f"{n}=band {i}" for n, i in zip(card.bands, reader.band_indexes)))
-                lines += [f"<span style='color:#b36b00'>{html.escape(for_the_plugin(n))}</span>" for n in notes
-                          if "converting them" not in n]
-                if reader.source_scale != card.input_scale:
-                    lines.append(f"<span style='color:#b36b00'>Values will be converted from "
-                                 f"{scale_word(reader.source_scale)} to {scale_word(card.input_scale)}.</span>")
-            except RadiometryError as exc:
-                lines.append(has)
-                problems.append(for_the_plugin(str(exc)))
-    except Exception as exc:  # noqa: BLE001
+    try:  # read in the engine's worker process: QGIS's own never imports rasterio
+        fit = engine_job("fit", {"raster": str(path), "model": model_path if card is not None else None,
+                                 "band_indexes": band_indexes, "input_scale": input_scale or "auto",
+                                 "sample_pixels": SAMPLE_PIXELS})
+    except WorkerError as exc:
         problems.append(f"cannot read {path.name}: {exc}")
+        return "<br>".join(lines), problems
+    names = [d or f"band {i}" for i, d in enumerate(fit["descriptions"], start=1)]
+    has = f"<b>Layer has</b>: {fit['count']} band(s) ({html.escape(', '.join(names))}), {fit['dtype']}"
+    if card is None or fit["problem"]:
+        lines.append(has)
+        if fit["problem"]:
+            problems.append(for_the_plugin(fit["problem"]))
+        return "<br>".join(lines), problems
+    seen = "look like" if (input_scale or "auto") == "auto" else "are read as"
+    lines.append(has + f"; values {seen} <b>{scale_word(fit['source_scale'])}</b>; bands used: "
+                 + ", ".join(f"{n}=band {i}" for n, i in zip(card.bands, fit["band_indexes"])))
+    lines += [f"<span style='color:#b36b00'>{html.escape(for_the_plugin(n))}</span>" for n in fit["notes"]
+              if "converting them" not in n]
+    if fit["source_scale"] != card.input_scale:
+        lines.append(f"<span style='color:#b36b00'>Values will be converted from "
+                     f"{scale_word(fit['source_scale'])} to {scale_word(card.input_scale)}.</span>")
     return "<br>".join(lines), problems
 
 

@@ -51,9 +51,9 @@ _DETACHED: set = set()  # tasks still running after their panel was shut down
 
 
 def _model_card(model: Path):
-    from cwsam_core.model.model_file import read_model_card
+    from cwsam_core.model.card_reader import read_card  # torch-free: QGIS's process reads only the card
 
-    return read_model_card(model)
+    return read_card(model)
 
 
 class ReviewPanel(QWidget):

@@ -10,30 +10,21 @@ from qgis.PyQt.QtGui import QFont
 from qgis.PyQt.QtWidgets import QFormLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 from .. import dependencies, settings
+from ..tasks.engine_jobs import engine_job
+from ..worker_client import WorkerError
 
 
 def device_line(setting: str) -> str:
-    """Which device a run with this device setting uses and why: "Runs on GPU (cuda:0): NVIDIA ..., 10.2 GiB
-    free of 16.0 GiB", or "Runs on CPU: this PyTorch ... is a CPU-only build ...". Never raises."""
+    """Which device a run with this device setting uses and why, as the engine's process sees it: "Runs on GPU
+    (cuda:0): NVIDIA ..., 10.2 GiB free of 16.0 GiB", or "Runs on CPU: this PyTorch ... is a CPU-only build ...".
+    Never raises."""
     try:
-        from cwsam_core.engine.devices import describe_device
-
-        device, reason = describe_device(setting)
-    except Exception as exc:  # noqa: BLE001 - torch missing or broken: say so, the Setup tab has the details
-        return f"Device: unknown, the engine does not import ({type(exc).__name__}); see the Setup tab"
-    return f"Runs on {reason}" if device is not None else f"Cannot run: {reason}"
-
-
-def onnx_line() -> str:
-    """Where ONNX models run: "ONNX models run with ONNX Runtime 1.30.0 on: CPU" (CUDA first where
-    onnxruntime-gpu has it). Never raises."""
-    try:
-        import onnxruntime
-    except Exception as exc:  # noqa: BLE001 - not installed or broken: the report above says what to do
-        return f"ONNX models: ONNX Runtime does not import ({type(exc).__name__})"
-    names = {"CUDAExecutionProvider": "CUDA GPU", "CPUExecutionProvider": "CPU"}
-    places = [names[p] for p in onnxruntime.get_available_providers() if p in names]
-    return f"ONNX models run with ONNX Runtime {onnxruntime.__version__} on: {', '.join(places) or 'nothing usable'}"
+        answer = engine_job("check", {"modules": ["torch"], "device": setting})
+    except WorkerError as exc:
+        return f"Device: unknown, the engine does not run ({exc}); see the Setup tab"
+    if answer["missing"]:
+        return f"Device: unknown, the engine cannot import torch ({answer['missing']['torch']}); see the Setup tab"
+    return answer["device"]
 
 
 class SetupPanel(QWidget):
@@ -82,7 +73,7 @@ class SetupPanel(QWidget):
         after installing.
         """
         settings.set_value(settings.PYTHON_ENV, self.env_widget.filePath().strip())
-        report = dependencies.check()
+        report = dependencies.check(device=settings.value(settings.DEVICE))
         self.show_report(report)
         return report
 
@@ -90,6 +81,5 @@ class SetupPanel(QWidget):
         colour = "#b36b00" if report.light else "#1e8449" if report.ok else "#c0392b"
         self.status_label.setText(f"<span style='color:{colour}'>{report.summary()}</span>")
         self.details.setPlainText(report.details())
-        self.device_label.setText(device_line(settings.value(settings.DEVICE)) if report.ok and not report.light
-                                  else "")
-        self.onnx_label.setText(onnx_line() if report.ok else "")
+        self.device_label.setText(report.device_line if report.ok and not report.light else "")
+        self.onnx_label.setText(report.onnx_line if report.ok else "")
