@@ -104,3 +104,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_EXIT_STATUS)
+
+
+@pytest.fixture(scope="session")
+def light_engine(tmp_path_factory) -> Path:
+    """A real light engine environment (ONNX Runtime, no torch), installed once a session by the Setup tab's
+    one-click installer from the package registry (pip's cache makes later sessions fast)."""
+    from cwsam_qgis.installer import install, plan_for
+
+    folder = tmp_path_factory.mktemp("light-engine")
+    plan = plan_for(folder / "engine", light=True, log_folder=folder / "logs")
+    try:
+        install(plan, lambda fraction, message: None, lambda: False)
+    except Exception as exc:  # noqa: BLE001 - e.g. no registry reachable: say so in the tests that need it
+        pytest.skip(f"the light engine could not be installed ({exc}); log: {plan.log}")
+    return plan.target

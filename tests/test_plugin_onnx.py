@@ -11,7 +11,6 @@ import pytest
 import rasterio
 from plugin_helpers import CLASSES, write_model, write_sar
 from qgis.core import QgsPalettedRasterRenderer, QgsProject
-from test_onnx import NO_TORCH
 from test_plugin_classify import add_raster, dock, run_to_end  # noqa: F401 (dock is a fixture)
 from test_plugin_dependencies import START_PLUGIN, SYSTEM_PYTHON, run_qgis_script
 
@@ -53,10 +52,10 @@ def test_dock_classifies_with_an_onnx_model(dock, qtbot, tmp_path, models):
     assert plugin.dock.train_panel.install_label.isHidden()  # the full install trains
 
 
-# The plugin in a fresh QGIS process whose Python cannot import torch (the light install): what the Setup
+# The plugin in a fresh QGIS process with a real light engine (ONNX Runtime, no torch): what the Setup
 # and Fine-tune tabs say, the dock classifying with an .onnx model, cwsam:classify with .onnx and .cwsam.pt.
-LIGHT_SCRIPT = NO_TORCH + r'''
-import time
+LIGHT_SCRIPT = r'''
+import sys, time
 plugin_parent, tests_dir, environment, raster, onnx_model, pt_model, out_dir = sys.argv[1:8]
 ''' + START_PLUGIN + r'''
 dock = plugin.dock
@@ -100,9 +99,9 @@ os._exit(0)  # never exitQgis(): it crashes at interpreter exit (ENVIRONMENT.md,
 
 
 @pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reason="needs Debian's Python with PyQGIS")
-def test_light_install_offers_onnx_and_says_what_training_needs(tmp_path, models):
+def test_light_install_offers_onnx_and_says_what_training_needs(tmp_path, models, light_engine):
     raster = write_sar(tmp_path / "sar.tif")
-    out = run_qgis_script(tmp_path, LIGHT_SCRIPT, [REPO, REPO / "tests", REPO / ".venv", raster, models["onnx"],
+    out = run_qgis_script(tmp_path, LIGHT_SCRIPT, [REPO, REPO / "tests", light_engine, raster, models["onnx"],
                                                    models["pt"], tmp_path])
     assert out["light"] and "light install" in out["summary"] and out["tab"] == "Classify"
     assert not [text for text in out["bar"] if "cannot import" in text]  # nothing to fix: no warning at load

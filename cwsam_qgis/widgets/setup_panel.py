@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from typing import Optional
 
+from pathlib import Path
+
+from qgis.core import QgsApplication
 from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtGui import QFont
-from qgis.PyQt.QtWidgets import QFormLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+from qgis.PyQt.QtWidgets import (
+    QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+)
 
 from .. import dependencies, settings
+from ..installer import InstallError, plan_for
+from ..tasks.install_task import InstallTask
 from ..tasks.engine_jobs import engine_job
 from ..worker_client import WorkerError
 
@@ -28,7 +36,12 @@ def device_line(setting: str) -> str:
 
 
 class SetupPanel(QWidget):
-    """The Python environment setting, a "Check again" button and the dependency report."""
+    """The engine environment setting, a "Check again" button, the one-click install and the dependency report.
+
+    Signals: install_finished(error): once an install ends (None: installed and checked again).
+    """
+
+    install_finished = pyqtSignal(object)
 
     def __init__(self, report: Optional[dependencies.DependencyReport], parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -37,10 +50,49 @@ class SetupPanel(QWidget):
         self.env_widget.setFilePath(settings.value(settings.PYTHON_ENV))
         self.env_widget.lineEdit().setPlaceholderText(
             str(dependencies.configured_environment() or "[default: the project's .venv]"))
-        self.env_widget.setToolTip("A virtual environment with onnxruntime, rasterio, pyogrio and shapely (the light "
-                                   "install: classification with ONNX models) and torch and segment-anything (the "
-                                   "full install: also training and .cwsam.pt models), built for Python "
-                                   f"{dependencies.python_tag()} (the one QGIS runs)")
+        self.env_widget.setToolTip("The engine's Python environment (a venv or conda folder) with onnxruntime, "
+                                   "rasterio, pyogrio and shapely (the light install: classification with ONNX "
+                                   "models) and torch and segment-anything (the full install: also training and "
+                                   ".cwsam.pt models). The engine runs in a process of its own, with this "
+                                   "environment's Python (any Python 3.10 or newer).")
+        self.env_widget.lineEdit().returnPressed.connect(self.recheck)
+        self.install_task: Optional[InstallTask] = None
+        self.install_log: Optional[Path] = None
+        install = QGroupBox("Install the engine", self)
+        install_form = QFormLayout(install)
+        self.install_folder = QgsFileWidget(install)
+        self.install_folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.install_folder.setFilePath(str(dependencies.profile_environment()))
+        self.install_folder.setToolTip("A new or empty folder: the engine's own Python environment is made there")
+        install_form.addRow("Folder", self.install_folder)
+        self.light_button = QPushButton(f"Install the light engine ({dependencies.LIGHT_SIZE})", install)
+        self.light_button.setToolTip("ONNX Runtime: classification with ONNX models (.onnx)")
+        self.full_button = QPushButton(f"Install the full engine ({dependencies.FULL_SIZE})", install)
+        self.full_button.setToolTip("PyTorch: also training, review and .cwsam.pt models (the CUDA build where an "
+                                    "NVIDIA GPU is found, else the CPU build)")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.light_button)
+        buttons.addWidget(self.full_button)
+        install_form.addRow(buttons)
+        self.install_progress = QProgressBar(install)
+        self.install_progress.setRange(0, 100)
+        self.install_progress.setVisible(False)
+        self.install_status = QLabel(install)
+        self.install_status.setWordWrap(True)
+        self.cancel_install_button = QPushButton("Cancel install", install)
+        self.cancel_install_button.setVisible(False)
+        self.log_button = QPushButton("Show the install log", install)
+        self.log_button.setEnabled(False)
+        install_form.addRow(self.install_progress)
+        install_form.addRow(self.install_status)
+        actions = QHBoxLayout()
+        actions.addWidget(self.cancel_install_button)
+        actions.addWidget(self.log_button)
+        install_form.addRow(actions)
+        self.light_button.clicked.connect(lambda: self.start_install(light=True))
+        self.full_button.clicked.connect(lambda: self.start_install(light=False))
+        self.cancel_install_button.clicked.connect(self.cancel_install)
+        self.log_button.clicked.connect(self.show_install_log)
         self.check_button = QPushButton("Check again", self)
         self.status_label = QLabel(self)
         self.status_label.setWordWrap(True)
@@ -54,10 +106,11 @@ class SetupPanel(QWidget):
         self.details.setReadOnly(True)
         self.details.setFont(QFont("monospace"))
         form = QFormLayout()
-        form.addRow("Python environment", self.env_widget)
+        form.addRow("Engine environment", self.env_widget)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.check_button)
+        layout.addWidget(install)
         layout.addWidget(self.status_label)
         layout.addWidget(self.device_label)
         layout.addWidget(self.onnx_label)
@@ -67,11 +120,8 @@ class SetupPanel(QWidget):
             self.show_report(report)
 
     def recheck(self) -> dependencies.DependencyReport:
-        """Save the environment setting, add it to the import path and import everything again.
-
-        Modules that failed once stay failed in this QGIS session (Python caches them): restart QGIS
-        after installing.
-        """
+        """Save the environment setting and ask an engine process of that environment what imports there
+        (nothing is imported into QGIS: no restart is needed after installing)."""
         settings.set_value(settings.PYTHON_ENV, self.env_widget.filePath().strip())
         report = dependencies.check(device=settings.value(settings.DEVICE))
         self.show_report(report)
@@ -83,3 +133,63 @@ class SetupPanel(QWidget):
         self.details.setPlainText(report.details())
         self.device_label.setText(report.device_line if report.ok and not report.light else "")
         self.onnx_label.setText(report.onnx_line if report.ok else "")
+
+    # --- one-click install ---------------------------------------------------------------------
+
+    def start_install(self, light: bool) -> Optional[InstallTask]:
+        """Install the light or the full engine into the folder chosen, in a background task."""
+        if self.install_task is not None:
+            self.install_status.setText("An install is already running: wait for it or cancel it.")
+            return None
+        folder = self.install_folder.filePath().strip() or str(dependencies.profile_environment())
+        try:
+            plan = plan_for(Path(folder), light)
+            plan.requirements  # noqa: B018 - refused now, not in the task, when the plugin lacks it
+        except InstallError as exc:
+            self.install_status.setText(str(exc))
+            return None
+        self.install_log = plan.log
+        task = InstallTask(plan)
+        task.fraction_done.connect(self._install_progress)
+        task.outcome_ready.connect(self._install_done)
+        self.install_task = task
+        self.light_button.setEnabled(False)
+        self.full_button.setEnabled(False)
+        self.cancel_install_button.setVisible(True)
+        self.install_progress.setValue(0)
+        self.install_progress.setVisible(True)
+        self.log_button.setEnabled(True)
+        self.install_status.setText(f"Installing the {'light' if light else 'full'} engine in {plan.target}...")
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def cancel_install(self) -> None:
+        if self.install_task is not None:
+            self.install_task.cancel()
+
+    def _install_progress(self, fraction: float, line: str) -> None:
+        self.install_progress.setValue(int(round(100 * fraction)))
+        self.install_status.setText(line)
+
+    def _install_done(self, error: Optional[str]) -> None:
+        target = self.install_task.plan.target if self.install_task is not None else None
+        self.install_task = None
+        self.light_button.setEnabled(True)
+        self.full_button.setEnabled(True)
+        self.cancel_install_button.setVisible(False)
+        self.install_progress.setVisible(False)
+        if error is None and target is not None:
+            self.env_widget.setFilePath(str(target))
+            report = self.recheck()
+            self.install_status.setText(f"Installed in {target}. " + report.summary())
+        else:
+            self.install_status.setText(error or "install failed")
+        self.install_finished.emit(error)
+
+    def show_install_log(self) -> str:
+        """The last install's log in the details box (what pip printed); returns it."""
+        text = ""
+        if self.install_log is not None and self.install_log.is_file():
+            text = self.install_log.read_text(errors="replace")
+        self.details.setPlainText(text or "No install log yet.")
+        return text
