@@ -41,7 +41,7 @@ def check(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel)
     report: Dict[str, Any] = {"missing": missing, "versions": versions, "python": sys.version.split()[0],
                               "executable": sys.executable, "device": None, "onnx": None}
     if "torch" not in missing:
-        from ..engine.devices import describe_device
+        from ..engine.devices import describe_device  # torch: only where the check found it
 
         device, reason = describe_device(args.get("device") or "auto")
         report["device"] = f"Runs on {reason}" if device is not None else f"Cannot run: {reason}"
@@ -111,7 +111,7 @@ def train(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel)
     """``training.loop.train``: ``args`` holds the sources' fields and the ``TrainConfig`` (as plain data)."""
     from ..training.config import TrainConfig
     from ..training.datasets import TrainingSource
-    from ..training.loop import train as run
+    from ..training.loop import train as run  # torch: training needs the full install
 
     def source(fields: Dict[str, Any]) -> TrainingSource:
         return TrainingSource(**{k: Path(v) if k in ("image", "labels", "polygons") and v else v
@@ -126,7 +126,7 @@ def train(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel)
 
 def retrain(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel) -> Any:
     """``training.retrain.retrain``: the next version of a model from correction polygons."""
-    from ..training.retrain import retrain as run
+    from ..training.retrain import retrain as run  # torch: training needs the full install
 
     options = dict(args)
     model, image, corrections, class_field = (options.pop(k) for k in ("model", "image", "corrections", "class_field"))
@@ -135,7 +135,7 @@ def retrain(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCance
 
 def compare(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel) -> Any:
     """``training.retrain.compare_maps``: the areas of two class maps of one scene and the pixels that changed."""
-    from ..training.retrain import compare_maps
+    from ..training.retrain import compare_maps  # torch: retrain's module (a review step has the full install)
 
     return compare_maps(args["before"], args["after"])
 
