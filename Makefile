@@ -100,6 +100,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_vectorize.py
 	$(PY) bench/bench_onnx.py
 	$(PY) bench/bench_review_loop.py
+	$(PY) bench/bench_worker.py
 
 bench-train: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-bench.txt

@@ -93,10 +93,14 @@ def profile_environment() -> Path:
     return base / "cwsam" / "engine"
 
 
+ENGINE_VARIABLE = "CWSAM_ENGINE_ENV"  # an environment chosen for every profile (deployments, the tests)
+
+
 def candidate_environments() -> List[Path]:
-    """Default environments, in order: the checkout's ``.venv`` (``make setup``), the one-click install's
-    folder, then the folder earlier versions suggested."""
-    return ([CHECKOUT / ".venv"] if CHECKOUT else []) + [profile_environment(), USER_ENV]
+    """Default environments, in order: $CWSAM_ENGINE_ENV, the checkout's ``.venv`` (``make setup``), the
+    one-click install's folder, then the folder earlier versions suggested."""
+    chosen = [Path(os.environ[ENGINE_VARIABLE])] if os.environ.get(ENGINE_VARIABLE) else []
+    return chosen + ([CHECKOUT / ".venv"] if CHECKOUT else []) + [profile_environment(), USER_ENV]
 
 
 def configured_environment() -> Optional[Path]:

@@ -32,6 +32,7 @@ from cwsam_core.common.plain import from_plain, to_plain
 CANCEL_GRACE_S = 1.5
 START_TIMEOUT_S = 120.0
 IDLE_WORKERS = 2
+KEPT_LOGS = 20  # the newest worker logs kept in the log folder
 # Variables of QGIS's process that would point the engine's Python or its own GDAL and PROJ at QGIS's files.
 _HOST_ONLY = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "__PYVENV_LAUNCHER__", "GDAL_DATA",
               "GDAL_DRIVER_PATH", "PROJ_LIB", "PROJ_DATA", "DYLD_LIBRARY_PATH", "DYLD_FALLBACK_LIBRARY_PATH")
@@ -104,12 +105,22 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def _prune_logs(folder: Path) -> None:
+    logs = sorted(folder.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
+    for old in logs[:-KEPT_LOGS]:
+        try:
+            old.unlink()
+        except OSError:  # still open on Windows: next time
+            pass
+
+
 class EngineWorker:
     """One worker process: started, given jobs one at a time, closed."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         engine.log_folder.mkdir(parents=True, exist_ok=True)
+        _prune_logs(engine.log_folder)
         handle, name = tempfile.mkstemp(prefix=f"worker-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log",
                                         dir=engine.log_folder)
         self.log_path = Path(name)
@@ -167,12 +178,13 @@ class EngineWorker:
 
     def call(self, op: str, args: Dict[str, Any], progress: Optional[Callable[..., None]] = None,
              log: Optional[Callable[[int, str], None]] = None, should_cancel: Optional[Callable[[], bool]] = None,
-             outputs: Iterable[Optional[Path]] = ()) -> Any:
+             outputs: Iterable[Optional[Path]] = (), cancel_grace: float = CANCEL_GRACE_S) -> Any:
         """Run one job and return its result (``common.plain`` records); ``WorkerError`` otherwise.
 
         ``outputs`` are the files the job writes: where the worker dies, those it created are removed.
         Whatever the job left beside them under its process id (temporaries, the previous file kept aside)
-        is removed or put back in any case.
+        is removed or put back in any case. A cancelled job that has not stopped after ``cancel_grace``
+        seconds is stopped by killing its worker.
         """
         self._next_id += 1
         job_id = self._next_id
@@ -183,7 +195,7 @@ class EngineWorker:
         while True:
             if deadline is None and should_cancel is not None and should_cancel():
                 self._send({"cancel": job_id})
-                deadline = time.monotonic() + CANCEL_GRACE_S
+                deadline = time.monotonic() + cancel_grace
             if deadline is not None and time.monotonic() > deadline:
                 self.kill()
                 self.clean_after_death(targets, existed)
@@ -295,13 +307,13 @@ atexit.register(POOL.shutdown)
 
 def run_job(engine: Engine, op: str, args: Dict[str, Any], progress: Optional[Callable[..., None]] = None,
             log: Optional[Callable[[int, str], None]] = None, should_cancel: Optional[Callable[[], bool]] = None,
-            outputs: Iterable[Optional[Path]] = ()) -> Any:
+            outputs: Iterable[Optional[Path]] = (), cancel_grace: float = CANCEL_GRACE_S) -> Any:
     """One job on a worker of ``engine`` (an idle one, or a new one); see :meth:`EngineWorker.call`."""
     if should_cancel is not None and should_cancel():
         raise WorkerError("cancelled; nothing was written", kind="Cancelled", cancelled=True)
     worker = POOL.acquire(engine)
     try:
-        return worker.call(op, args, progress, log, should_cancel, outputs)
+        return worker.call(op, args, progress, log, should_cancel, outputs, cancel_grace)
     finally:
         POOL.release(worker)
 

@@ -21,6 +21,10 @@ os.environ["QGIS_CUSTOM_CONFIG_PATH"] = _PROFILE_DIR
 for _var in ("PROJ_LIB", "PROJ_DATA"):
     os.environ.pop(_var, None)
 
+# The plugin's engine runs in a worker process: by default, this session's own environment (the full
+# install's .venv here, the light one in the newest-QGIS chroot).
+os.environ.setdefault("CWSAM_ENGINE_ENV", sys.prefix)
+
 from qgis.core import QgsApplication  # noqa: E402
 
 _QGIS_APP = QgsApplication([], False, _PROFILE_DIR)

@@ -64,3 +64,16 @@ def test_a_folder_with_other_files_is_refused(panel, qtbot, tmp_path):
         panel.start_install(light=True)
     assert "a folder with files but no Python environment" in finished.args[0]
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_check_again_and_enter_check_in_the_background(panel, qtbot, tmp_path):
+    panel.env_widget.setFilePath(str(tmp_path))  # no Python there
+    with qtbot.waitSignal(panel.check_finished, timeout=60_000) as checked:
+        panel.env_widget.lineEdit().returnPressed.emit()  # Enter in the field checks again
+        assert "Checking the engine in" in panel.status_label.text() and not panel.check_button.isEnabled()
+    assert not checked.args[0].ok and "no Python interpreter" in panel.details.toPlainText()
+    panel.env_widget.setFilePath(str(Path(__import__("sys").prefix)))
+    with qtbot.waitSignal(panel.check_finished, timeout=120_000) as checked:
+        panel.check_button.click()
+    assert checked.args[0].ok and panel.check_button.isEnabled()
+    assert "all Python dependencies found" in panel.status_label.text() or "light install" in panel.status_label.text()

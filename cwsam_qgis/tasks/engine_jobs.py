@@ -9,20 +9,25 @@ from typing import Any, Callable, Dict, Iterable, Optional
 
 from .. import dependencies
 from ..messages import for_the_dock
-from ..worker_client import WorkerError, run_job
+from ..worker_client import CANCEL_GRACE_S, WorkerError, run_job
 
 _IMPORT_ERRORS = ("ModuleNotFoundError", "ImportError")
+TRAINING_CANCEL_GRACE_S = 15.0
 
 
 def engine_job(op: str, args: Dict[str, Any], progress: Optional[Callable[..., None]] = None,
                log: Optional[Callable[[int, str], None]] = None, should_cancel: Optional[Callable[[], bool]] = None,
                outputs: Iterable[Optional[Path]] = ()) -> Any:
-    """Run ``op`` on the engine; ``WorkerError`` (see :func:`job_error` for its message) when it gives no result."""
+    """Run ``op`` on the engine; ``WorkerError`` (see :func:`job_error` for its message) when it gives no result.
+
+    Training stops cleanly at its next step and keeps the best model so far: it is given longer to do so
+    (one step of a large backbone on a CPU takes seconds) before its worker is stopped."""
     try:
         engine = dependencies.engine()
     except WorkerError as exc:
         raise WorkerError(f"CWSAM's Python dependencies cannot be imported ({exc})", kind="NoEngine") from None
-    return run_job(engine, op, args, progress, log, should_cancel, outputs)
+    grace = TRAINING_CANCEL_GRACE_S if op in ("train", "retrain") else CANCEL_GRACE_S
+    return run_job(engine, op, args, progress, log, should_cancel, outputs, grace)
 
 
 def job_error(exc: WorkerError, what: str) -> str:

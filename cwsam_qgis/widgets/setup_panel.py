@@ -3,7 +3,7 @@ classification with ONNX models, offered first when torch is missing)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 from pathlib import Path
 
@@ -17,15 +17,27 @@ from qgis.PyQt.QtWidgets import (
 
 from .. import dependencies, settings
 from ..installer import InstallError, plan_for
+from ..tasks.check_task import CheckTask
 from ..tasks.install_task import InstallTask
 from ..tasks.engine_jobs import engine_job
 from ..worker_client import WorkerError
 
 
+_DEVICE_LINES: Dict[Tuple[str, str], str] = {}  # (environment, setting) -> line, until the next check
+
+
 def device_line(setting: str) -> str:
     """Which device a run with this device setting uses and why, as the engine's process sees it: "Runs on GPU
     (cuda:0): NVIDIA ..., 10.2 GiB free of 16.0 GiB", or "Runs on CPU: this PyTorch ... is a CPU-only build ...".
+    Asked once per environment and setting until "Check again" (a new worker imports torch: seconds).
     Never raises."""
+    key = (str(dependencies.configured_environment()), setting)
+    if key not in _DEVICE_LINES:
+        _DEVICE_LINES[key] = _ask_device_line(setting)
+    return _DEVICE_LINES[key]
+
+
+def _ask_device_line(setting: str) -> str:
     try:
         answer = engine_job("check", {"modules": ["torch"], "device": setting})
     except WorkerError as exc:
@@ -38,10 +50,12 @@ def device_line(setting: str) -> str:
 class SetupPanel(QWidget):
     """The engine environment setting, a "Check again" button, the one-click install and the dependency report.
 
-    Signals: install_finished(error): once an install ends (None: installed and checked again).
+    Signals: install_finished(error): once an install ends (None: installed and checked again);
+    check_finished(DependencyReport): once a check started with "Check again" (or Enter) ends.
     """
 
     install_finished = pyqtSignal(object)
+    check_finished = pyqtSignal(object)
 
     def __init__(self, report: Optional[dependencies.DependencyReport], parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -55,7 +69,8 @@ class SetupPanel(QWidget):
                                    "models) and torch and segment-anything (the full install: also training and "
                                    ".cwsam.pt models). The engine runs in a process of its own, with this "
                                    "environment's Python (any Python 3.10 or newer).")
-        self.env_widget.lineEdit().returnPressed.connect(self.recheck)
+        self.env_widget.lineEdit().returnPressed.connect(self.start_check)
+        self.check_task: Optional[CheckTask] = None
         self.install_task: Optional[InstallTask] = None
         self.install_log: Optional[Path] = None
         install = QGroupBox("Install the engine", self)
@@ -115,7 +130,7 @@ class SetupPanel(QWidget):
         layout.addWidget(self.device_label)
         layout.addWidget(self.onnx_label)
         layout.addWidget(self.details, 1)
-        self.check_button.clicked.connect(self.recheck)
+        self.check_button.clicked.connect(self.start_check)
         if report is not None:
             self.show_report(report)
 
@@ -123,9 +138,31 @@ class SetupPanel(QWidget):
         """Save the environment setting and ask an engine process of that environment what imports there
         (nothing is imported into QGIS: no restart is needed after installing)."""
         settings.set_value(settings.PYTHON_ENV, self.env_widget.filePath().strip())
+        _DEVICE_LINES.clear()
         report = dependencies.check(device=settings.value(settings.DEVICE))
         self.show_report(report)
         return report
+
+    def start_check(self) -> Optional[CheckTask]:
+        """"Check again" without freezing QGIS: the setting saved, the check in a background task."""
+        if self.check_task is not None:
+            return None
+        settings.set_value(settings.PYTHON_ENV, self.env_widget.filePath().strip())
+        _DEVICE_LINES.clear()
+        where = dependencies.configured_environment()
+        self.status_label.setText(f"Checking the engine in {where or '(no environment found)'}...")
+        self.check_button.setEnabled(False)
+        task = CheckTask(settings.value(settings.DEVICE))
+        task.report_ready.connect(self._check_done)
+        self.check_task = task
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _check_done(self, report: dependencies.DependencyReport) -> None:
+        self.check_task = None
+        self.check_button.setEnabled(True)
+        self.show_report(report)
+        self.check_finished.emit(report)
 
     def show_report(self, report: dependencies.DependencyReport) -> None:
         colour = "#b36b00" if report.light else "#1e8449" if report.ok else "#c0392b"
