@@ -218,14 +218,14 @@ def check(modules: Optional[List[str]] = None, device: str = "auto") -> Dependen
             report.missing, report.light_only = {}, missing
     if modules is None:
         with _LAST_LOCK:
-            _LAST["report"] = report
+            _LAST[str(environment)] = report
     return report
 
 
 def last_report() -> Optional[DependencyReport]:
-    """The newest full check's report, or None before the first."""
+    """The newest full check's report of the configured environment, or None before its first."""
     with _LAST_LOCK:
-        return _LAST.get("report")
+        return _LAST.get(str(configured_environment()))
 
 
 def missing_modules(modules: List[str]) -> Dict[str, str]:

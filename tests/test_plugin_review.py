@@ -227,3 +227,35 @@ def test_the_map_view_is_classified_again_and_compared_where_both_maps_are(dock,
     extent = panel.map_layer().extent()  # the canvas keeps its aspect ratio: the view is as wide as the raster
     assert round(extent.height()) == 400 and round(extent.yMaximum()) == ORIGIN[1] - 100
     assert outcome.change.pixels == round(extent.width() / 10) * 40  # compared where both maps are
+
+
+def test_two_maps_each_retrained_with_its_own_model_and_corrections(dock, qtbot, tmp_path):
+    dock, model = dock
+    map_a = classify(dock, qtbot)
+    panel = dock.review_panel
+    corrections_a = panel.start_review()
+    panel.set_class_to_draw(5)
+    draw(corrections_a, 10, 10, 40, 40)
+    # A second map of another model: the Classify tab offers it to the review, which switches to it.
+    other = write_model(tmp_path / "other.cwsam.pt", seed=1)
+    dock.classify_panel.model_widget.setFilePath(str(other))
+    dock.classify_panel.output_widget.setFilePath(str(tmp_path / "other_classes.tif"))
+    map_b = classify(dock, qtbot)
+    assert panel.map_layer().id() == map_b.id() and panel.reviewed.model == other
+    assert panel.corrections is None and not panel.retrain_button.isEnabled()  # A's corrections are not B's
+    assert panel.retrain() is None and "start the review" in panel.status_label.text()
+    corrections_b = panel.start_review()
+    assert corrections_b.id() != corrections_a.id()
+    assert Path(corrections_b.source().split("|")[0]) == tmp_path / "other_classes_corrections.gpkg"
+    panel.set_class_to_draw(1)
+    draw(corrections_b, 50, 30, 90, 70)
+    assert panel.retrain() is not None
+    qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
+    outcome = panel.last_outcome
+    assert outcome.error is None, outcome.error
+    assert outcome.retrained.model_path == tmp_path / "other.v2.cwsam.pt"  # B's model, not A's
+    assert read_model_card(outcome.retrained.model_path).provenance["parent"]["sha256"] == file_sha256(other)
+    assert not (tmp_path / "nano.v2.cwsam.pt").exists()
+    # Back to A: its own corrections again.
+    panel.map_combo.setCurrentIndex(panel.map_combo.findData(map_a.id()))
+    assert panel.reviewed.model == model and panel.corrections.id() == corrections_a.id()

@@ -218,6 +218,8 @@ class ReviewPanel(QWidget):
             except Exception as exc:  # noqa: BLE001 - any unreadable record or model is a message
                 self.reviewed = None
                 self.map_label.setText(f"<span style='color:#c0392b'>{html.escape(str(exc))}</span>")
+        # Corrections belong to one map: another map's layer is never retrained with this map's model.
+        self._corrections_id = self._corrections_of_this_map()
         self.class_combo.clear()
         for c in self.classes:
             pixmap = QPixmap(12, 12)
@@ -226,6 +228,17 @@ class ReviewPanel(QWidget):
         self._update_buttons()
 
     # --- the correction layer -------------------------------------------------------------------
+
+    def _corrections_of_this_map(self) -> str:
+        """The id of the map under review's correction layer where it is in the project, else ""."""
+        if self.reviewed is None:
+            return ""
+        path = str(self.corrections_path())
+        for layer in QgsProject.instance().mapLayers().values():
+            if isinstance(layer, QgsVectorLayer) and layer.customProperty(OUTPUT_PROPERTY) == CORRECTIONS_PROPERTY \
+                    and layer.source().split("|")[0] == path:
+                return layer.id()
+        return ""
 
     def corrections_path(self) -> Path:
         return self.reviewed.path.with_name(_base(self.reviewed.path.stem) + "_corrections.gpkg")
@@ -315,6 +328,12 @@ class ReviewPanel(QWidget):
             self._fail("start the review and draw correction polygons first")
             return None
         layer = self.corrections
+        if layer.source().split("|")[0] != str(self.corrections_path()):  # never another map's corrections
+            self._corrections_id = ""
+            self._update_buttons()
+            self._fail(f"the correction layer {layer.name()} belongs to another class map: start the review of "
+                       f"{self.reviewed.path.name} and draw its corrections")
+            return None
         if layer.isEditable() and layer.isModified() and not layer.commitChanges(False):
             self._fail(f"the corrections could not be saved: {'; '.join(layer.commitErrors())}")
             return None
