@@ -26,6 +26,12 @@ for _var in ("PROJ_LIB", "PROJ_DATA"):
 os.environ.setdefault("CWSAM_ENGINE_ENV", sys.prefix)
 
 from qgis.core import QgsApplication  # noqa: E402
+from qgis.PyQt.QtCore import QSettings  # noqa: E402
+
+# QgsSettings here (no organisation name set) would live in ~/.config and outlast the session: a stale
+# engine path from an earlier run then fails the next one. They live in the throw-away profile instead.
+for _format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+    QSettings.setPath(_format, QSettings.Scope.UserScope, _PROFILE_DIR)
 
 _QGIS_APP = QgsApplication([], False, _PROFILE_DIR)
 _QGIS_APP.setPrefixPath("/usr", True)

@@ -3,12 +3,17 @@ registry into a new folder, a cancel that keeps nothing, and a refused folder.""
 
 from __future__ import annotations
 
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+import rasterio
 from plugin_helpers import demo_onnx_model
+from test_plugin_dependencies import REPO, START_PLUGIN, SYSTEM_PYTHON, run_qgis_script
 
 from cwsam_qgis import settings
+from cwsam_qgis.dependencies import ENGINE_VARIABLE
 from cwsam_qgis.tasks.engine_jobs import engine_job
 from cwsam_qgis.widgets.setup_panel import SetupPanel
 
@@ -77,3 +82,75 @@ def test_check_again_and_enter_check_in_the_background(panel, qtbot, tmp_path):
         panel.check_button.click()
     assert checked.args[0].ok and panel.check_button.isEnabled()
     assert "all Python dependencies found" in panel.status_label.text() or "light install" in panel.status_label.text()
+
+
+# The packaged zip in a fresh QGIS profile with no engine anywhere: the Setup tab's "Install the light engine"
+# into the profile's default folder, then the dock classifies with an ONNX model. Debian's Python runs QGIS.
+ZIP_INSTALL_SCRIPT = r'''
+import sys, time
+plugin_parent, tests_dir, environment, raster, onnx_model, out_dir = sys.argv[1:7]
+''' + START_PLUGIN + r'''
+from cwsam_qgis import dependencies
+dock = plugin.dock
+setup = dock.setup_panel
+out = {"before_ok": plugin.report.ok, "folder": setup.install_folder.filePath(),
+       "profile": os.environ["QGIS_CUSTOM_CONFIG_PATH"]}
+setup.light_button.click()
+out["started"] = setup.install_task is not None
+finished = []
+setup.install_finished.connect(finished.append)
+deadline = time.time() + 900
+while not finished and time.time() < deadline:
+    app.processEvents()
+    time.sleep(0.05)
+out["install_error"] = finished[0] if finished else "no end within 15 minutes"
+out["install_status"] = setup.install_status.text()
+out["report_light"] = bool(dependencies.last_report() and dependencies.last_report().light)
+out["environment"] = str(dependencies.configured_environment())
+layer = QgsRasterLayer(raster, "sar")
+QgsProject.instance().addMapLayer(layer)
+panel = dock.classify_panel
+panel.layer_combo.setLayer(layer)
+panel.model_widget.setFilePath(onnx_model)
+panel.output_widget.setFilePath(os.path.join(out_dir, "dock.tif"))
+panel.run_button.click()
+out["classify_started"] = panel.task is not None
+deadline = time.time() + 180
+while panel.task is not None and time.time() < deadline:
+    app.processEvents()
+    time.sleep(0.05)
+out["dock_error"] = panel.last_outcome.error if panel.last_outcome else "no outcome"
+import cwsam_core
+out["cwsam_core"] = cwsam_core.__file__
+out["engine_modules"] = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "triton", "onnxruntime", "rasterio"})
+plugin.unload()
+print("RESULT " + json.dumps(out), flush=True)
+os._exit(0)  # never exitQgis(): it crashes at interpreter exit (ENVIRONMENT.md, pitfall 5)
+'''
+
+
+@pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reason="needs Debian's Python with PyQGIS")
+def test_packaged_zip_in_a_fresh_profile_installs_the_light_engine_and_classifies(tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import package_plugin
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    archive = package_plugin.build(tmp_path / "dist" / "cwsam_qgis.zip")
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(plugins)
+    onnx_model = demo_onnx_model(tmp_path)
+    out = run_qgis_script(tmp_path, ZIP_INSTALL_SCRIPT, [plugins, REPO / "tests", "", DEMO / "scene.tif", onnx_model,
+                                                         tmp_path], timeout=1200, without=(ENGINE_VARIABLE,))
+    profile = Path(out["profile"])
+    assert not out["before_ok"]  # a fresh profile: no engine found
+    engine = Path(out["folder"])  # by default under the QGIS profile folder
+    assert out["started"] and profile in engine.parents and engine.parts[-2:] == ("cwsam", "engine")
+    assert out["install_error"] is None, out["install_status"]
+    assert out["report_light"] and out["environment"] == str(engine)
+    assert out["classify_started"] and out["dock_error"] is None, out["dock_error"]
+    assert out["cwsam_core"].startswith(str(plugins / "cwsam_qgis" / "libs"))  # the engine the zip brought
+    assert out["engine_modules"] == []
+    with rasterio.open(tmp_path / "dock.tif") as classes:
+        assert classes.read(1).size > 0 and len(set(classes.read(1).ravel().tolist())) > 1

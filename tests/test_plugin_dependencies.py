@@ -85,14 +85,14 @@ def run_plugin(tmp_path: Path, plugin_parent: Path, environment: str) -> dict:
     return run_qgis_script(tmp_path, SCRIPT, [plugin_parent, REPO / "tests", environment, raster, model])
 
 
-def run_qgis_script(tmp_path: Path, script_text: str, args: list, timeout: int = 300) -> dict:
-    """Run ``script_text`` with Debian's Python (a fresh QGIS profile, no venv variables) and return the JSON
-    it prints on its "RESULT " line."""
+def run_qgis_script(tmp_path: Path, script_text: str, args: list, timeout: int = 300, without: tuple = ()) -> dict:
+    """Run ``script_text`` with Debian's Python (a fresh QGIS profile, no venv variables, nor those named in
+    ``without``) and return the JSON it prints on its "RESULT " line."""
     script = tmp_path / "qgis_script.py"
     script.write_text(script_text)
     profile = tmp_path / "profile"
     profile.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PROJ_LIB", "PROJ_DATA")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PROJ_LIB", "PROJ_DATA", *without)}
     env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile))
     done = subprocess.run([SYSTEM_PYTHON, str(script), *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=tmp_path)

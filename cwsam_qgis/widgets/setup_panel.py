@@ -73,6 +73,7 @@ class SetupPanel(QWidget):
         self.check_task: Optional[CheckTask] = None
         self.install_task: Optional[InstallTask] = None
         self.install_log: Optional[Path] = None
+        self._installed_in: Optional[Path] = None  # an install that ended, while its check runs
         install = QGroupBox("Install the engine", self)
         install_form = QFormLayout(install)
         self.install_folder = QgsFileWidget(install)
@@ -163,6 +164,10 @@ class SetupPanel(QWidget):
         self.check_button.setEnabled(True)
         self.show_report(report)
         self.check_finished.emit(report)
+        if self._installed_in is not None:
+            self.install_status.setText(f"Installed in {self._installed_in}. " + report.summary())
+            self._installed_in = None
+            self.install_finished.emit(None)
 
     def show_report(self, report: dependencies.DependencyReport) -> None:
         colour = "#b36b00" if report.light else "#1e8449" if report.ok else "#c0392b"
@@ -217,8 +222,11 @@ class SetupPanel(QWidget):
         self.install_progress.setVisible(False)
         if error is None and target is not None:
             self.env_widget.setFilePath(str(target))
-            report = self.recheck()
-            self.install_status.setText(f"Installed in {target}. " + report.summary())
+            self.install_status.setText(f"Installed in {target}; checking it...")
+            self._installed_in = target
+            if self.start_check() is not None:
+                return  # install_finished once the check ends (_check_done): the interface stays free meanwhile
+            self._installed_in = None
         else:
             self.install_status.setText(error or "install failed")
         self.install_finished.emit(error)
