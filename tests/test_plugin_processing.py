@@ -109,6 +109,42 @@ def test_evaluate_algorithm_scores_against_labels(processing, tmp_path, model_fi
         c.name: int((truth == c.value).sum()) for c in CLASSES}
 
 
+def test_evaluate_algorithm_matches_classes_by_name(processing, tmp_path, model_file):
+    from qgis.core import QgsProcessingFeedback
+
+    class Warnings(QgsProcessingFeedback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines = []
+
+        def pushWarning(self, text: str) -> None:  # noqa: N802
+            self.lines.append(text)
+
+    image = write_sar(tmp_path / "sar.tif", height=80, width=96)
+    truth = read(write_labels(tmp_path / "labels.tif", image))
+    swapped = {1: 5, 2: 2, 5: 1}  # water and urban trade numbers, and the band tags say so
+    with rasterio.open(tmp_path / "labels.tif") as source:
+        profile = source.profile
+    with rasterio.open(tmp_path / "renumbered.tif", "w", **profile) as out:
+        out.write(np.vectorize(swapped.get)(truth).astype(np.uint8), 1)
+        out.update_tags(1, **{f"class_{swapped[c.value]}": c.name for c in CLASSES})
+    feedback = Warnings()
+    result = processing.run("cwsam:evaluate", {
+        "INPUT": str(image), "LABELS": str(tmp_path / "renumbered.tif"), "MODEL": str(model_file), "DEVICE": 1,
+        "OUTPUT": str(tmp_path / "report.json")}, feedback=feedback)
+    report = json.loads(Path(result["OUTPUT"]).read_text())
+    assert {row["name"]: row["pixels"] for row in report["per_class"]} == {
+        c.name: int((truth == c.value).sum()) for c in CLASSES}  # counted by name, not by number
+    assert [line for line in feedback.lines if "matched by name" in line and "water 5->1" in line], feedback.lines
+    with rasterio.open(tmp_path / "renumbered.tif", "r+") as out:
+        out.update_tags(1, class_2="wetland")
+    with pytest.raises(QgsProcessingException, match=r"does not have \(wetland\).*reference 1 urban, 2 wetland"):
+        processing.run("cwsam:evaluate", {
+            "INPUT": str(image), "LABELS": str(tmp_path / "renumbered.tif"), "MODEL": str(model_file), "DEVICE": 1,
+            "OUTPUT": str(tmp_path / "refused.json")})
+    assert not (tmp_path / "refused.json").exists()
+
+
 def test_algorithms_refuse_bad_input_with_a_message(processing, tmp_path, model_file):
     image = write_sar(tmp_path / "sar.tif")
     with pytest.raises(QgsProcessingException, match="model file not found"):

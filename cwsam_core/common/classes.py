@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional, Sequence
 
 from ..errors import ClassSpecError
 from .card import ClassInfo, default_color
@@ -69,3 +70,45 @@ def parse_classes(spec: str) -> List[ClassInfo]:
         raise ClassSpecError(f"{where}: each class needs a name of its own; {', '.join(map(repr, twice))} is given "
                              "to more than one value (merge them into one class, or rename one)")
     return classes
+
+
+@dataclass
+class ClassMatch:
+    """How a reference's class values meet a model's: ``renumber`` maps reference values to model values (None:
+    the reference names no classes, so values are taken as the model's); ``note``: the line to say, or ""."""
+
+    renumber: Optional[Dict[int, int]]
+    note: str = ""
+
+
+def match_classes_by_name(model: Sequence[ClassInfo], reference: Dict[int, str], what: str,
+                          ignore_values: Sequence[int] = ()) -> ClassMatch:
+    """Match a reference's ``value -> name`` with the model's classes by name (case and spaces aside).
+
+    The same names under other numbers are renumbered (and said); a reference name the model lacks is
+    refused with both lists (``ClassSpecError``); a reference without names is scored by number (and said).
+    The reference may name fewer classes than the model. ``what`` names the reference in the lines.
+    """
+    model_values = ", ".join(f"{c.value} {c.name}" for c in model)
+    named = {value: name for value, name in reference.items() if value not in set(ignore_values)}
+    if not named:
+        return ClassMatch(None, f"{what} names no classes: its values are taken as the model's ({model_values})")
+    by_name = {_key(c.name): c for c in model}
+    unknown = {value: name for value, name in named.items() if _key(name) not in by_name}
+    if unknown:
+        given = ", ".join(f"{value} {name}" for value, name in sorted(named.items()))
+        raise ClassSpecError(f"{what} names classes the model does not have ({', '.join(sorted(unknown.values()))}): "
+                             f"reference {given}; model {model_values}. Rename them to the model's classes, or "
+                             "list their values as ignore values")
+    twice = sorted({name for name in named.values() if [_key(n) for n in named.values()].count(_key(name)) > 1})
+    if twice:
+        raise ClassSpecError(f"{what} gives the name {', '.join(map(repr, twice))} to more than one value: "
+                             "each class needs a value of its own")
+    renumber = {value: by_name[_key(name)].value for value, name in named.items()}
+    moved = [f"{name} {value}->{renumber[value]}" for value, name in sorted(named.items()) if renumber[value] != value]
+    note = f"{what} numbers the classes differently: matched by name ({', '.join(moved)})" if moved else ""
+    return ClassMatch(renumber, note)
+
+
+def _key(name: str) -> str:
+    return " ".join(str(name).split()).casefold()

@@ -24,18 +24,26 @@ from ..errors import TrainingDataError
 from ..raster.windows import clip_window
 
 
-def value_lookup(classes: Sequence[ClassInfo], ignore_values: Sequence[int] = ()) -> np.ndarray:
+def value_lookup(classes: Sequence[ClassInfo], ignore_values: Sequence[int] = (),
+                 renumber: Optional[Dict[int, int]] = None) -> np.ndarray:
     """A 65536-entry table mapping label values (0..65535) to class indexes, ``IGNORE_INDEX`` elsewhere.
 
     Values named in ``classes`` map to their position; ``ignore_values`` and every value not named
-    are ignored (users label sparsely, and a class list may leave values out on purpose).
+    are ignored (users label sparsely, and a class list may leave values out on purpose). With ``renumber``
+    (label value -> class value, from matching class names), only the label values it holds count.
     """
     table = np.full(65536, IGNORE_INDEX, dtype=np.int64)
     for index, c in enumerate(classes):
-        if c.value in ignore_values:
+        if c.value in ignore_values and renumber is None:
             raise TrainingDataError(f"class value {c.value} ({c.name}) is also listed as an ignore value")
         table[c.value] = index
-    return table
+    if renumber is None:
+        return table
+    renumbered = np.full(65536, IGNORE_INDEX, dtype=np.int64)
+    for value, class_value in renumber.items():
+        if 0 <= value <= 65535 and value not in ignore_values:
+            renumbered[value] = table[class_value]
+    return renumbered
 
 
 @dataclass
@@ -93,10 +101,11 @@ class RasterLabels:
     """A label raster of class values, read onto an image's grid window by window."""
 
     def __init__(self, path: Path | str, image: rasterio.io.DatasetReader, classes: Sequence[ClassInfo],
-                 ignore_values: Sequence[int] = ()) -> None:
+                 ignore_values: Sequence[int] = (), renumber: Optional[Dict[int, int]] = None) -> None:
         self.path = Path(path)
         self._source = open_raster(self.path, "label raster")
-        self.lookup = value_lookup(classes, ignore_values)
+        self.lookup = value_lookup(classes, ignore_values, renumber)
+        self.num_classes = len(classes)
         self.ignore_values = set(int(v) for v in ignore_values)
         self.nodata = self._source.nodata
         self.image_name = Path(str(image.name)).name
@@ -138,7 +147,7 @@ class RasterLabels:
 
     def stats(self, block: int = 1024) -> LabelStats:
         """Counts over the whole label (read block by block, on the image grid)."""
-        num_classes = int((self.lookup != IGNORE_INDEX).sum())
+        num_classes = self.num_classes
         class_pixels = np.zeros(num_classes, dtype=np.int64)
         unnamed: Dict[int, int] = {}
         for row in range(0, self._reader.height, block):

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
 from ..common.card import ModelCard
+from ..common.classes import ClassMatch, match_classes_by_name
 from ..common.labels import IGNORE_INDEX
 from ..errors import TrainingDataError
 from ..engine.inference import classify_file
 from ..model.card_reader import read_card
+from ..raster.class_names import read_class_names
 from ..raster.output import CLASS_NODATA
 from ..raster.scene import open_scene
 from .datasets import RasterLabels, nothing_labelled
 from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
+
+LOG = logging.getLogger("cwsam")
 
 
 def evaluate(
@@ -35,11 +40,19 @@ def evaluate(
     """Classify each image as a user would (same tiling, blending, radiometry) and score it against its
     labels read onto the image grid: one confusion matrix over all labelled pixels. Label values that
     no class of the model names, ``ignore_values``, label nodata and image nodata (written as nodata
-    by the classifier) are left out. ``band_indexes`` and ``input_scale`` read the images as ``classify`` does."""
+    by the classifier) are left out. ``band_indexes`` and ``input_scale`` read the images as ``classify`` does.
+
+    Labels that name their classes (see ``raster.class_names``) are matched with the model's by name: other
+    numbers are renumbered, other names refused; labels without names are scored by number. Each is said."""
     card = read_card(model_path)
     num = len(card.classes)
-    for image, labels in pairs:  # before any classification: labels with nothing to score are refused
-        _check_something_to_score(image, labels, card, ignore_values)
+    renumbers = {}
+    for image, labels in pairs:  # before any classification: labels that cannot be scored are refused
+        match = reference_classes(labels, card, ignore_values)
+        _check_something_to_score(image, labels, card, ignore_values, match.renumber)
+        if match.note:
+            LOG.warning(match.note)
+        renumbers[labels] = match.renumber
     confusion = np.zeros((num, num), dtype=np.int64)
     with tempfile.TemporaryDirectory(prefix="cwsam-eval-") as folder:
         for index, (image, labels) in enumerate(pairs):
@@ -48,18 +61,26 @@ def evaluate(
                           test_time_flips=test_time_flips, band_indexes=band_indexes, input_scale=input_scale,
                           progress=None if progress is None else
                           (lambda f, m, i=index: progress((i + f) / len(pairs), f"image {i + 1}: {m}")))
-            confusion += class_raster_confusion(output, image, labels, card, ignore_values)
+            confusion += class_raster_confusion(output, image, labels, card, ignore_values, renumber=renumbers[labels])
     if not confusion.any():
         raise TrainingDataError("no labelled pixel was scored: every labelled pixel is nodata in the image(s); "
                                 "evaluate on an image that has data where the labels are")
     return metrics_from_confusion(confusion), card
 
 
+def reference_classes(labels_path: Path | str, card: ModelCard, ignore_values: Sequence[int] = ()) -> ClassMatch:
+    """How the labels' values meet the model's classes, by the class names the labels carry (see
+    ``match_classes_by_name``: renumbered, refused, or taken by number when they carry none)."""
+    names, where = read_class_names(labels_path)
+    what = Path(labels_path).name + (f" ({where})" if where else "")
+    return match_classes_by_name(card.classes, names, what, ignore_values)
+
+
 def _check_something_to_score(image_path: Path | str, labels_path: Path | str, card: ModelCard,
-                              ignore_values: Sequence[int]) -> None:
+                              ignore_values: Sequence[int], renumber: Optional[Dict[int, int]] = None) -> None:
     """Refuse a label raster that holds no pixel of the model's classes on the image's grid."""
     with open_scene(image_path) as image:
-        reference = RasterLabels(labels_path, image, card.classes, ignore_values)
+        reference = RasterLabels(labels_path, image, card.classes, ignore_values, renumber)
         try:
             problem = nothing_labelled(reference, reference.stats(), card.classes)
         finally:
@@ -69,14 +90,16 @@ def _check_something_to_score(image_path: Path | str, labels_path: Path | str, c
 
 
 def class_raster_confusion(class_path: Path | str, image_path: Path | str, labels_path: Path | str, card: ModelCard,
-                           ignore_values: Sequence[int] = (), rows: int = 1024) -> np.ndarray:
+                           ignore_values: Sequence[int] = (), rows: int = 1024,
+                           renumber: Optional[Dict[int, int]] = None) -> np.ndarray:
     """N x N confusion of a written class raster against labels read onto the image's grid, in strips of
-    ``rows`` rows (memory does not follow the raster size). Unlabelled and nodata pixels are left out."""
+    ``rows`` rows (memory does not follow the raster size). Unlabelled and nodata pixels are left out.
+    ``renumber``: label value -> class value (see :func:`reference_classes`)."""
     lookup = {c.value: i for i, c in enumerate(card.classes)}
     num = len(card.classes)
     confusion = np.zeros((num, num), dtype=np.int64)
     with open_scene(image_path) as image, rasterio.open(class_path) as classes:
-        reference = RasterLabels(labels_path, image, card.classes, ignore_values)
+        reference = RasterLabels(labels_path, image, card.classes, ignore_values, renumber)
         try:
             for row in range(0, image.height, rows):
                 window = Window(0, row, image.width, min(rows, image.height - row))

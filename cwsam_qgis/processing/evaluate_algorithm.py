@@ -4,6 +4,7 @@ score it (IoU per class, mIoU, overall accuracy, kappa) with ``cwsam_core.traini
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -87,7 +88,10 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             scores = engine_job("evaluate", {
                 "model": model, "image": str(image), "labels": str(labels), "sam_checkpoint": sam or None,
                 "ignore_values": ignore, "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]},
-                lambda fraction, _message: feedback.setProgress(100.0 * fraction), should_cancel=feedback.isCanceled)
+                lambda fraction, _message: feedback.setProgress(100.0 * fraction),
+                log=lambda level, message: (feedback.pushWarning if level >= logging.WARNING else feedback.pushInfo)(
+                    message),  # e.g. the classes matched by name
+                should_cancel=feedback.isCanceled)
         except LayerError as exc:
             raise QgsProcessingException(str(exc)) from None
         except WorkerError as exc:
