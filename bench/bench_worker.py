@@ -36,13 +36,12 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 QGIS_SCRIPT = r'''
 import json, os, sys, time
-repo, environment, jobs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+repo, jobs = sys.argv[1], json.loads(sys.argv[2])
 sys.path.insert(0, repo)
-from qgis.core import QgsApplication, QgsSettings
+from qgis.core import QgsApplication
 app = QgsApplication([], False)
 app.setPrefixPath("/usr", True)
 app.initQgis()
-QgsSettings().setValue("cwsam/python_env", environment)
 sys.path.append("/usr/share/qgis/python/plugins")
 from processing.core.Processing import Processing
 Processing.initialize()
@@ -72,8 +71,9 @@ def cli_seconds(scene: Path, model: Path, output: Path) -> float:
 def processing_seconds(jobs: list) -> dict:
     with tempfile.TemporaryDirectory() as profile:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=profile)
-        done = subprocess.run([SYSTEM_PYTHON, "-c", QGIS_SCRIPT, str(REPO), str(REPO / ".venv"),
+        # The engine environment named as on a server (no settings written anywhere): this checkout's .venv.
+        env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=profile, CWSAM_ENGINE_ENV=str(REPO / ".venv"))
+        done = subprocess.run([SYSTEM_PYTHON, "-c", QGIS_SCRIPT, str(REPO),
                                json.dumps([[str(a) for a in job] for job in jobs])],
                               capture_output=True, text=True, env=env, cwd=REPO)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

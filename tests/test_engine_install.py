@@ -3,14 +3,13 @@ registry into a new folder, a cancel that keeps nothing, and a refused folder.""
 
 from __future__ import annotations
 
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import rasterio
 from plugin_helpers import demo_onnx_model
-from test_plugin_dependencies import REPO, START_PLUGIN, SYSTEM_PYTHON, run_qgis_script
+from test_plugin_dependencies import REPO, START_PLUGIN, SYSTEM_PYTHON, packaged_zip, run_qgis_script
 
 from cwsam_qgis import settings
 from cwsam_qgis.dependencies import ENGINE_VARIABLE
@@ -131,14 +130,8 @@ os._exit(0)  # never exitQgis(): it crashes at interpreter exit (ENVIRONMENT.md,
 
 @pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reason="needs Debian's Python with PyQGIS")
 def test_packaged_zip_in_a_fresh_profile_installs_the_light_engine_and_classifies(tmp_path):
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import package_plugin
-    finally:
-        sys.path.remove(str(REPO / "tools"))
-    archive = package_plugin.build(tmp_path / "dist" / "cwsam_qgis.zip")
     plugins = tmp_path / "plugins"
-    with zipfile.ZipFile(archive) as zipped:
+    with zipfile.ZipFile(packaged_zip(tmp_path)) as zipped:
         zipped.extractall(plugins)
     onnx_model = demo_onnx_model(tmp_path)
     out = run_qgis_script(tmp_path, ZIP_INSTALL_SCRIPT, [plugins, REPO / "tests", "", DEMO / "scene.tif", onnx_model,

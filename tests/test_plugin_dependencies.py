@@ -115,14 +115,19 @@ def test_missing_dependencies_show_messages_not_exceptions(tmp_path):
     assert "dependencies cannot be imported" in out["processing"]
 
 
-@pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reason="needs Debian's Python with PyQGIS")
-def test_packaged_zip_loads_from_an_extracted_copy(tmp_path):
+def packaged_zip(tmp_path: Path) -> Path:
+    """The plugin zip that ``make package`` builds, written in ``tmp_path / "dist"``."""
     sys.path.insert(0, str(REPO / "tools"))
     try:
         import package_plugin
     finally:
         sys.path.remove(str(REPO / "tools"))
-    archive = package_plugin.build(tmp_path / "dist" / "cwsam_qgis.zip")
+    return package_plugin.build(tmp_path / "dist" / "cwsam_qgis.zip")
+
+
+@pytest.mark.skipif(not Path(SYSTEM_PYTHON).is_file(), reason="needs Debian's Python with PyQGIS")
+def test_packaged_zip_loads_from_an_extracted_copy(tmp_path):
+    archive = packaged_zip(tmp_path)
     with zipfile.ZipFile(archive) as zipped:
         names = zipped.namelist()
         assert {name.split("/")[0] for name in names} == {"cwsam_qgis"}
