@@ -195,6 +195,7 @@ class DependencyReport:
 
 
 _LAST: Dict[str, DependencyReport] = {}
+_IN_FLIGHT: List[str] = []  # environments a check is running for (e.g. the plugin's, in a background task)
 _LAST_LOCK = threading.Lock()
 
 
@@ -205,6 +206,8 @@ def check(modules: Optional[List[str]] = None, device: str = "auto") -> Dependen
     """
     environment = configured_environment()
     wanted = list(modules) if modules is not None else list(REQUIRED)
+    with _LAST_LOCK:
+        _IN_FLIGHT.append(str(environment))
     try:
         answer = run_job(engine_for(environment), "check", {"modules": wanted, "device": device})
     except WorkerError as exc:
@@ -216,6 +219,9 @@ def check(modules: Optional[List[str]] = None, device: str = "auto") -> Dependen
                                   device_line=answer.get("device") or "", onnx_line=answer.get("onnx") or "")
         if modules is None and missing and all(name in FULL_ONLY for name in missing):
             report.missing, report.light_only = {}, missing
+    finally:
+        with _LAST_LOCK:
+            _IN_FLIGHT.remove(str(environment))
     if modules is None:
         with _LAST_LOCK:
             _LAST[str(environment)] = report
@@ -230,8 +236,14 @@ def last_report() -> Optional[DependencyReport]:
 
 def missing_modules(modules: List[str]) -> Dict[str, str]:
     """Module name -> error for each of ``modules`` that the newest check found missing (a check is run the first
-    time). The engine's process says the rest when it runs."""
-    report = last_report() or check()
+    time; none while one is running, so QGIS never waits for it). The engine's process says the rest when it runs."""
+    report = last_report()
+    if report is None:
+        with _LAST_LOCK:
+            running = str(configured_environment()) in _IN_FLIGHT
+        if running:
+            return {}
+        report = check()
     absent = {**report.missing, **report.light_only}
     return {name: absent[name] for name in modules if name in absent}
 

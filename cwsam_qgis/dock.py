@@ -47,7 +47,12 @@ class CwsamDock(QDockWidget):
         return self.classify_panel.start()
 
     def set_dependency_report(self, report: dependencies.DependencyReport) -> None:
+        """A check's report (the load-time one arrives after the dock may exist): the Setup tab, the Fine-tune
+        tab's note on the full install, and the Setup tab shown when something is missing."""
         self.setup_panel.show_report(report)
+        self.train_panel.show_install_note()
+        if not report.ok:
+            self.tabs.setCurrentWidget(self.setup_panel)
 
     def shutdown(self) -> None:
         """Stop running tasks before the plugin unloads."""

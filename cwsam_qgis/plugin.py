@@ -28,7 +28,8 @@ class CwsamPlugin:
         self.actions: List[QAction] = []
         self.dock = None
         self.provider = None
-        self.report: Optional[dependencies.DependencyReport] = None
+        self.report: Optional[dependencies.DependencyReport] = None  # None until the load-time check ends
+        self.check_task = None
 
     # --- QGIS hooks ---------------------------------------------------------------------------
 
@@ -47,9 +48,6 @@ class CwsamPlugin:
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()
-        if self.report is None:
-            # The engine's worker answers (and stays, ready for the first job); its imports take a few seconds.
-            self.report = self._check_dependencies()
         icon = QIcon(str(ICON_PATH))
         main_window = self.iface.mainWindow()
         self.dock_action = QAction(icon, "CWSAM SAR classification", main_window)
@@ -62,8 +60,29 @@ class CwsamPlugin:
             self.iface.addPluginToRasterMenu(PLUGIN_NAME, action)
             self.actions.append(action)
         self.iface.addToolBarIcon(self.dock_action)
-        if not self.report.ok:
-            messages.warning(self.iface, self.report.summary(), self.report.details())
+        if self.report is None:
+            self.start_check()
+
+    def start_check(self) -> None:
+        """The engine's check in a background task: its worker's imports take seconds, and QGIS stays free
+        meanwhile. The worker stays, ready for the first job; the report reaches the dock when it ends."""
+        from . import settings
+        from .tasks.check_task import CheckTask
+
+        task = CheckTask(settings.value(settings.DEVICE))
+        task.report_ready.connect(self._check_finished)
+        self.check_task = task
+        QgsApplication.taskManager().addTask(task)
+
+    def _check_finished(self, report: dependencies.DependencyReport) -> None:
+        self.check_task = None
+        if not self.actions:
+            return  # unloaded meanwhile
+        self.report = report
+        if not report.ok:
+            messages.warning(self.iface, report.summary(), report.details())
+        if self.dock is not None:
+            self.dock.set_dependency_report(report)
 
     def unload(self) -> None:
         for action in self.actions:

@@ -145,5 +145,19 @@ def load_plugin():
     iface = HeadlessInterface()
     plugin = cwsam_qgis.classFactory(iface)
     plugin.initGui()
+    wait_for_check(plugin)
     plugin.show_dock(True)
     return iface, plugin
+
+
+def wait_for_check(plugin, timeout_s: float = 180) -> None:
+    """Process QGIS's events until the plugin's load-time engine check (a background task) has reported."""
+    import time
+
+    from qgis.core import QgsApplication
+
+    deadline = time.monotonic() + timeout_s
+    while plugin.report is None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    assert plugin.report is not None, f"the plugin's engine check gave no report within {timeout_s} s"

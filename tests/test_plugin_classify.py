@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from plugin_helpers import CLASSES, load_plugin, plugin_model, write_sar
+from plugin_helpers import CLASSES, load_plugin, plugin_model, wait_for_check, write_sar
 from qgis.core import (
     QgsCoordinateReferenceSystem, QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer,
 )
@@ -34,6 +34,7 @@ def dock(qgis_app, qtbot):
     iface = HeadlessInterface()
     plugin = cwsam_qgis.classFactory(iface)
     plugin.initGui()
+    wait_for_check(plugin)
     plugin.dock_action.trigger()
     assert iface.dock_widgets == [plugin.dock] and not plugin.dock.isHidden()
     panel = plugin.dock.classify_panel

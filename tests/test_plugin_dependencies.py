@@ -35,6 +35,10 @@ import cwsam_qgis
 iface = HeadlessInterface()
 plugin = cwsam_qgis.classFactory(iface)
 plugin.initGui()
+import time
+while plugin.report is None:  # the load-time engine check runs in a background task
+    app.processEvents()
+    time.sleep(0.02)
 plugin.show_dock(True)
 '''
 SCRIPT = r'''

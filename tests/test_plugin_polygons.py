@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from plugin_helpers import CLASSES, cwsam_processing, plugin_model, write_sar
+from plugin_helpers import CLASSES, cwsam_processing, plugin_model, wait_for_check, write_sar
 from qgis.core import QgsCategorizedSymbolRenderer, QgsProcessingException, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis_interface import HeadlessInterface
 
@@ -32,6 +32,7 @@ def dock(qgis_app, qtbot):
     iface = HeadlessInterface()
     plugin = cwsam_qgis.classFactory(iface)
     plugin.initGui()
+    wait_for_check(plugin)
     plugin.dock_action.trigger()
     panel = plugin.dock.classify_panel
     panel.confidence_check.setChecked(False)

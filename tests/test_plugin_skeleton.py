@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
+from plugin_helpers import wait_for_check
 from qgis_interface import HeadlessInterface
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +35,9 @@ def test_class_factory_init_gui_and_unload(qgis_app):
     iface = HeadlessInterface()
     plugin = cwsam_qgis.classFactory(iface)
     plugin.initGui()
+    assert plugin.report is None and plugin.check_task is not None  # the check runs in the background
+    wait_for_check(plugin)
+    assert plugin.report.ok
     assert [a.text() for a in iface.raster_menus["CWSAM"].actions()] == [
         "CWSAM SAR classification", "About CWSAM / check dependencies"]
     assert [a.text() for a in iface.toolbar.actions()] == ["CWSAM SAR classification"]

@@ -85,6 +85,9 @@ def main(argv=None) -> int:
     iface = HeadlessInterface()
     plugin = cwsam_qgis.classFactory(iface)
     plugin.initGui()
+    while plugin.report is None:  # the load-time engine check runs in a background task
+        QgsApplication.processEvents()
+        time.sleep(0.02)
     plugin.show_dock(True)
     dock = plugin.dock
     train = dock.train_panel

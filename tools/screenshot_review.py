@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -61,6 +62,9 @@ def main(argv=None) -> int:
     iface = HeadlessInterface()
     plugin = cwsam_qgis.classFactory(iface)
     plugin.initGui()
+    while plugin.report is None:  # the load-time engine check runs in a background task
+        QgsApplication.processEvents()
+        time.sleep(0.02)
     plugin.show_dock(True)
     dock = plugin.dock
     scene = QgsRasterLayer(str(image), "winter", "gdal")

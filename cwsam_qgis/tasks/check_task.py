@@ -19,8 +19,12 @@ class CheckTask(QgsTask):
         self.device = device
         self.report = None
 
-    def run(self) -> bool:  # worker thread; check() never raises
-        self.report = dependencies.check(device=self.device)
+    def run(self) -> bool:  # worker thread
+        try:
+            self.report = dependencies.check(device=self.device)
+        except Exception as exc:  # noqa: BLE001 - a check must end in a report, never an exception in QGIS
+            self.report = dependencies.DependencyReport(dependencies.configured_environment(),
+                                                        {"(check)": f"{type(exc).__name__}: {exc}"})
         return True
 
     def finished(self, result: bool) -> None:  # main thread

@@ -134,6 +134,8 @@ class SetupPanel(QWidget):
         self.check_button.clicked.connect(self.start_check)
         if report is not None:
             self.show_report(report)
+        else:  # the plugin's load-time check is still running: its report comes with Dock.set_dependency_report
+            self.status_label.setText(f"Checking the engine in {dependencies.configured_environment() or '(none found)'}...")
 
     def recheck(self) -> dependencies.DependencyReport:
         """Save the environment setting and ask an engine process of that environment what imports there

@@ -158,11 +158,11 @@ class TrainPanel(QWidget):
 
     def _build(self) -> None:
         content, layout = scrolling_content(self)
-        self.install_label = QLabel(training_unavailable() or "", content)
+        self.install_label = QLabel("", content)
         self.install_label.setWordWrap(True)
         self.install_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.install_label.setStyleSheet("color: #b36b00")
-        self.install_label.setVisible(bool(self.install_label.text()))
+        self.show_install_note()
         layout.addWidget(self.install_label)
 
         data = QGroupBox("Training data", content)
@@ -517,6 +517,11 @@ class TrainPanel(QWidget):
     def _add_note(self, note: str) -> None:
         if note and note not in self.notes:
             self._set_notes(self.notes + [note])
+
+    def show_install_note(self) -> None:
+        """The note that training needs the full install, from the newest check (hidden when it can train)."""
+        self.install_label.setText(training_unavailable() or "")
+        self.install_label.setVisible(bool(self.install_label.text()))
 
     def start_training(self) -> bool:
         """Check the settings, export polygons if needed and start the task; False (with a message) if not."""
