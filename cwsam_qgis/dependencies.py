@@ -155,16 +155,18 @@ class DependencyReport:
     def light(self) -> bool:
         return self.ok and bool(self.light_only)
 
-    def summary(self) -> str:
-        """One line for the message bar."""
+    def summary(self, in_setup_tab: bool = False) -> str:
+        """One line for the message bar, or with ``in_setup_tab`` for the Setup tab itself (whose install
+        buttons are below the line, not elsewhere)."""
         where = f" (environment {self.environment})" if self.environment else ""
         if self.light:
             return (f"CWSAM light install{where}: classification with ONNX models (.onnx); training and .cwsam.pt "
-                    "models need the full install with PyTorch (see the Setup tab)")
+                    "models need the full install with PyTorch ("
+                    + ("\"Install the full engine\" below)" if in_setup_tab else "see the Setup tab)"))
         if self.ok:
             return "CWSAM: all Python dependencies found" + where
         return (f"CWSAM cannot import {', '.join(self.missing)}: classification and training are unavailable. "
-                "Install the engine in the CWSAM dock's Setup tab.")
+                + ("Install the engine below." if in_setup_tab else "Install the engine in the CWSAM dock's Setup tab."))
 
     def details(self) -> str:
         """What was tried and what fixes it, for the log panel and the Setup tab."""

@@ -26,8 +26,10 @@ from typing import Callable, List, Optional
 from .worker_client import environment_python
 
 PLUGIN_DIR = Path(__file__).resolve().parent
-# PyPI's torch for Linux is a CUDA build (several GB); without an NVIDIA GPU the CPU build is enough.
+# PyPI's torch for Linux is a CUDA build (several GB); without an NVIDIA GPU the CPU build is enough. PyPI's torch
+# for Windows is a CPU build: with an NVIDIA GPU the CUDA build comes from PyTorch's own index.
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+PYTORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu126"
 
 
 class InstallError(Exception):
@@ -55,6 +57,8 @@ class InstallPlan:
         command = [str(python), "-m", "pip", "install", "--progress-bar", "off", "-r", str(self.requirements)]
         if not self.light and sys.platform.startswith("linux") and not has_nvidia_gpu():
             command += ["--extra-index-url", PYTORCH_CPU_INDEX]
+        elif not self.light and sys.platform == "win32" and has_nvidia_gpu():
+            command += ["--extra-index-url", PYTORCH_CUDA_INDEX]
         return command
 
 

@@ -42,6 +42,7 @@ def test_one_click_light_install_then_classify_with_it(panel, qtbot, tmp_path):
     assert fractions and max(fractions) >= 0.95
     assert settings.value(settings.PYTHON_ENV) == str(target) and (target / "bin" / "python3").exists()
     assert "light install" in panel.status_label.text() and "ONNX Runtime" in panel.onnx_label.text()
+    assert "Setup tab" not in panel.status_label.text() + panel.install_status.text()  # the tab the user is in
     log = panel.show_install_log()
     assert "-m venv" in log and "Successfully installed" in log and "onnxruntime" in log
     # The new engine classifies the demo scene with the ONNX export of the demo model.
@@ -147,3 +148,18 @@ def test_packaged_zip_in_a_fresh_profile_installs_the_light_engine_and_classifie
     assert out["engine_modules"] == []
     with rasterio.open(tmp_path / "dock.tif") as classes:
         assert classes.read(1).size > 0 and len(set(classes.read(1).ravel().tolist())) > 1
+
+
+@pytest.mark.parametrize("platform, nvidia, index", [
+    ("linux", False, "https://download.pytorch.org/whl/cpu"),  # PyPI's Linux torch is the CUDA build: too big
+    ("linux", True, None), ("win32", True, "https://download.pytorch.org/whl/cu126"), ("win32", False, None),
+    ("darwin", False, None)])
+def test_the_full_install_picks_the_pytorch_build_for_the_machine(tmp_path, monkeypatch, platform, nvidia, index):
+    from cwsam_qgis import installer
+
+    monkeypatch.setattr(installer.sys, "platform", platform)
+    monkeypatch.setattr(installer, "has_nvidia_gpu", lambda: nvidia)
+    full = installer.plan_for(tmp_path / "engine", light=False).pip_command(Path("python"))
+    light = installer.plan_for(tmp_path / "engine", light=True).pip_command(Path("python"))
+    assert full[-1] == index if index else "--extra-index-url" not in full
+    assert "--extra-index-url" not in light and light[-1].endswith("requirements-classify.txt")

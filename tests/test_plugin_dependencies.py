@@ -177,6 +177,7 @@ def test_setup_tab_saves_the_environment_and_checks_again(qgis_app, tmp_path):
         assert settings.value(settings.PYTHON_ENV) == str(tmp_path)
         assert report.environment == tmp_path and any("has no" in note for note in report.notes)
         assert str(tmp_path) in panel.details.toPlainText()
+        assert "Install the engine below" in panel.status_label.text() and "Setup tab" not in panel.status_label.text()
         panel.env_widget.setFilePath(str(REPO / ".venv"))
         report = panel.recheck()
         assert report.ok, report.details()

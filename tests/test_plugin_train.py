@@ -450,3 +450,9 @@ def test_engine_notes_reach_the_dock_in_its_words(qgis_app, panel):
     assert panel.notes_label.isVisibleTo(panel) and "in Bands" in panel.notes_label.text()
     panel.field_combo.setField("name")  # new inputs: the notes about the previous ones go
     assert panel.notes == [] and not panel.notes_label.isVisibleTo(panel)
+
+
+def test_the_sam_checkpoint_field_shows_only_for_backbones_built_on_sam(panel):
+    for name, shown in (("vit_tiny", False), ("vit_b", True), ("vit_tiny", False)):
+        panel.backbone_combo.setCurrentIndex(panel.backbone_combo.findData(name))
+        assert panel.sam_widget.isVisibleTo(panel) is shown and panel.sam_label.isVisibleTo(panel) is shown, name

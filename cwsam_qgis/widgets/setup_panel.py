@@ -167,13 +167,13 @@ class SetupPanel(QWidget):
         self.show_report(report)
         self.check_finished.emit(report)
         if self._installed_in is not None:
-            self.install_status.setText(f"Installed in {self._installed_in}. " + report.summary())
+            self.install_status.setText(f"Installed in {self._installed_in}. " + report.summary(in_setup_tab=True))
             self._installed_in = None
             self.install_finished.emit(None)
 
     def show_report(self, report: dependencies.DependencyReport) -> None:
         colour = "#b36b00" if report.light else "#1e8449" if report.ok else "#c0392b"
-        self.status_label.setText(f"<span style='color:{colour}'>{report.summary()}</span>")
+        self.status_label.setText(f"<span style='color:{colour}'>{report.summary(in_setup_tab=True)}</span>")
         self.details.setPlainText(report.details())
         self.device_label.setText(report.device_line if report.ok and not report.light else "")
         self.onnx_label.setText(report.onnx_line if report.ok else "")

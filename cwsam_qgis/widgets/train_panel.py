@@ -210,7 +210,8 @@ class TrainPanel(QWidget):
         form.addRow("Backbone", self.backbone_combo)
         self.sam_widget = QgsFileWidget(model)
         self.sam_widget.setFilter("SAM checkpoint (*.pth *.pt)")
-        form.addRow("SAM checkpoint", self.sam_widget)
+        self.sam_label = QLabel("SAM checkpoint", model)
+        form.addRow(self.sam_label, self.sam_widget)  # shown only for the backbones built on SAM
         self.time_spin = QDoubleSpinBox(model)
         self.time_spin.setRange(0.0, 100000.0)
         self.time_spin.setDecimals(1)
@@ -378,7 +379,8 @@ class TrainPanel(QWidget):
     def _backbone_changed(self, *_) -> None:
         config = _backbones().get(self.backbone())
         needs_sam = bool(config and config.sam_checkpoint)
-        self.sam_widget.setEnabled(needs_sam)
+        self.sam_widget.setVisible(needs_sam)
+        self.sam_label.setVisible(needs_sam)
         self.sam_widget.setToolTip(
             f"Official SAM checkpoint {config.sam_checkpoint}" if needs_sam
             else "This backbone trains from scratch: no SAM checkpoint needed."
