@@ -112,3 +112,28 @@ def test_cli_evaluate_matches_a_renumbered_reference_by_name(tmp_path, capsys):
     status, _, err = evaluate(capsys, other)
     assert status == 2 and err.count("\n") == 1
     assert "does not have (wetland)" in err and "reference 0 water, 1 wetland" in err and "model 0 water" in err
+
+
+def test_train_numbers_and_names_classes_as_a_reference_map(tmp_path):
+    from cwsam_core.model.model_file import read_model_card
+
+    common = ["--image", str(DEMO / "scene.tif"), "--backbone", "vit_nano", "--tile-size", "64", "--epochs", "1",
+              "--steps-per-epoch", "2", "--batch-size", "2", "--device", "cpu", "--quiet"]
+    with rasterio.open(DEMO / "reference.tif") as source:
+        reference = {int(key.split("_")[1]): name for key, name in source.tags(1).items()}
+    # Polygons with text classes, numbered as the reference map numbers them (not alphabetically).
+    status = main(["train", *common, "--polygons", str(DEMO / "labels.gpkg"), "--class-field", "landcover",
+                   "--classes", str(DEMO / "reference.tif"), "--output", str(tmp_path / "like_reference.cwsam.pt")])
+    assert status == 0
+    card = read_model_card(tmp_path / "like_reference.cwsam.pt")
+    assert {c.value: c.name for c in card.classes} == reference
+    # A label raster that names its classes gives the model those names (not "class 0", "class 1"...).
+    status = main(["train", *common, "--labels", str(DEMO / "reference.tif"),
+                   "--output", str(tmp_path / "from_labels.cwsam.pt")])
+    assert status == 0
+    assert {c.value: c.name for c in read_model_card(tmp_path / "from_labels.cwsam.pt").classes} == reference
+    # A raster that names nothing cannot give the classes: said in one line.
+    bare = write_reference(tmp_path / "bare.tif", np.zeros((512, 512), dtype=np.uint8))
+    assert main(["train", *common, "--labels", str(DEMO / "reference.tif"), "--classes", str(bare),
+                 "--output", str(tmp_path / "bare.cwsam.pt")]) == 2
+    assert not (tmp_path / "bare.cwsam.pt").exists()

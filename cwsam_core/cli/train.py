@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from rasterio.errors import RasterioIOError
+
 from ..common.card import ClassInfo, default_color
 from ..common.classes import parse_classes
 from ..errors import CheckpointError, ClassSpecError, RadiometryError, TrainingDataError
+from ..raster.class_names import read_class_list
 from ..training.config import PAPER_EPOCHS, TrainConfig
 from ..training.datasets import label_values
 from ..vector.polygons import polygon_classes
@@ -23,7 +26,25 @@ def _classes_from_data(sources, ignore_values) -> list:
     values = sorted({v for s in sources for v in label_values(s.labels, ignore_values)})
     if not values or min(values) < 0 or max(values) > 254:
         raise CliError(f"cannot derive classes from the label values {values[:10]}: give --classes")
-    return [ClassInfo(v, f"class {v}", default_color(i)) for i, v in enumerate(values)]
+    named = read_class_list(sources[0].labels, values)  # names (and colours) the labels carry
+    return named or [ClassInfo(v, f"class {v}", default_color(i)) for i, v in enumerate(values)]
+
+
+def _classes_option(spec: str) -> list:
+    """--classes: VALUE:NAME,... or a CSV/JSON file, or a class raster that names its classes (a reference map:
+    the new model numbers and names its classes as it does)."""
+    path = Path(spec)
+    if path.suffix.lower() not in (".csv", ".json") and path.is_file():
+        try:
+            classes = read_class_list(path)
+        except RasterioIOError:
+            classes = None
+        if classes is not None:
+            if not classes:
+                raise CliError(f"--classes {path.name}: the raster names no classes (no class_<value> band tags, "
+                               "category names, attribute table or .qml beside it): give VALUE:NAME,...")
+            return classes
+    return parse_classes(spec)
 
 
 def _parse_weights(text: Optional[str], num_classes: int) -> Optional[list[float]]:
@@ -70,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                                "from a model file with --init-model")
             if args.replay:
                 raise CliError("--replay mixes in the training data of the model given with --init-model: give one")
-            classes = parse_classes(args.classes) if args.classes else _classes_from_data(sources,
+            classes = _classes_option(args.classes) if args.classes else _classes_from_data(sources,
                                                                                           args.ignore_value or [])
             config = TrainConfig(
                 backbone=args.backbone, classes=classes, model_scale=args.model_scale,
@@ -147,7 +168,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --init-model: this share of the training windows from the model's own training "
                         "data, where still on disk unchanged, so that new labels do not unlearn the rest (default 0)")
     parser.add_argument("--sam-checkpoint", help="official SAM checkpoint of the backbone")
-    parser.add_argument("--classes", help='VALUE:NAME[:#RRGGBB],... or a CSV/JSON file; unnamed values are ignored')
+    parser.add_argument("--classes", help='VALUE:NAME[:#RRGGBB],... or a CSV/JSON file, or a class raster that names '
+                        'its classes (numbered and named as it does); unnamed values are ignored')
     parser.add_argument("--ignore-value", type=int, nargs="+", action="extend", metavar="V",
                         help="label values to ignore, e.g. --ignore-value -1 255 (also repeatable)")
     parser.add_argument("--bands", help="1-based raster bands to use, in the model's band order (e.g. 1,2; "

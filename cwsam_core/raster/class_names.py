@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import rasterio
+
+from ..common.card import ClassInfo, default_color
 
 _TAG = re.compile(r"^class_(\d+)$", re.IGNORECASE)
 # GDAL's raster attribute table field usages (GDALRATFieldUsage): the value columns and the name column.
@@ -35,6 +37,26 @@ def read_class_names(path: Path | str) -> Tuple[Dict[int, str], str]:
     if names:
         return names, f"its QGIS style ({path.with_suffix('.qml').name})"
     return {}, ""
+
+
+def read_class_list(path: Path | str, values: Optional[Sequence[int]] = None) -> List[ClassInfo]:
+    """The classes a class raster names (``values``: those only, the others named "class V"), coloured as
+    its colour table colours them, else by the default palette; [] when it names none."""
+    names, _ = read_class_names(path)
+    if not names:
+        return []
+    with rasterio.open(path) as dataset:
+        try:
+            table = dataset.colormap(1)
+        except ValueError:  # no colour table
+            table = {}
+    chosen = sorted(names) if values is None else sorted(set(values))
+    classes = []
+    for index, value in enumerate(chosen):
+        rgba = table.get(value)
+        colour = "#{:02x}{:02x}{:02x}".format(*rgba[:3]) if rgba else default_color(index)
+        classes.append(ClassInfo(value, names.get(value, f"class {value}"), colour))
+    return classes
 
 
 def _band_one(aux: Path) -> Optional[ElementTree.Element]:
