@@ -259,3 +259,12 @@ def test_two_maps_each_retrained_with_its_own_model_and_corrections(dock, qtbot,
     # Back to A: its own corrections again.
     panel.map_combo.setCurrentIndex(panel.map_combo.findData(map_a.id()))
     assert panel.reviewed.model == model and panel.corrections.id() == corrections_a.id()
+    # A map whose model file is gone: said where the map is shown, and nothing to start or retrain.
+    moved = model.rename(tmp_path / "moved_away.cwsam.pt")
+    panel.map_combo.setCurrentIndex(panel.map_combo.findData(map_b.id()))
+    panel.map_combo.setCurrentIndex(panel.map_combo.findData(map_a.id()))
+    assert panel.reviewed is None and model.name in panel.map_label.text(), panel.map_label.text()
+    assert not panel.start_button.isEnabled() and not panel.retrain_button.isEnabled()
+    assert panel.retrain() is None and "cannot be retrained" in panel.status_label.text()
+    assert model.name in panel.status_label.text()
+    moved.rename(model)

@@ -67,6 +67,7 @@ class ReviewPanel(QWidget):
         self.task: Optional[RetrainTask] = None
         self.reviewed: Optional[ReviewedMap] = None
         self.classes: list = []
+        self.map_error = ""  # why the map chosen cannot be reviewed (e.g. its model file is gone)
         self._corrections_id = ""
         self.history: List[str] = []  # layer ids of the maps of earlier versions, oldest first
         self.last_outcome: Optional[RetrainOutcome] = None
@@ -200,7 +201,7 @@ class ReviewPanel(QWidget):
         if self.task is not None:
             return
         layer = self.map_layer()
-        self.reviewed, self.classes = None, []
+        self.reviewed, self.classes, self.map_error = None, [], ""
         if layer is None:
             self.map_label.setText("Classify a SAR layer in the Classify tab, then review its map here.")
         else:
@@ -216,7 +217,7 @@ class ReviewPanel(QWidget):
                 self.map_label.setText(messages.breakable(
                     f"Model {self.reviewed.model.name} on {Path(self.reviewed.raster.split(',')[0]).name}"))
             except Exception as exc:  # noqa: BLE001 - any unreadable record or model is a message
-                self.reviewed = None
+                self.reviewed, self.map_error = None, str(exc)
                 self.map_label.setText(f"<span style='color:#c0392b'>{html.escape(str(exc))}</span>")
         # Corrections belong to one map: another map's layer is never retrained with this map's model.
         self._corrections_id = self._corrections_of_this_map()
@@ -323,6 +324,9 @@ class ReviewPanel(QWidget):
         """Save the corrections and start a RetrainTask; returns it, or None after showing why not."""
         if self.task is not None:
             self._fail("a retraining is already running: wait for it or cancel it")
+            return None
+        if self.reviewed is None and self.map_error:  # e.g. its model file is gone: say why
+            self._fail(f"{self.map_layer().name()} cannot be retrained: {self.map_error}")
             return None
         if self.reviewed is None or self.corrections is None:
             self._fail("start the review and draw correction polygons first")
