@@ -137,3 +137,12 @@ def test_train_numbers_and_names_classes_as_a_reference_map(tmp_path):
     assert main(["train", *common, "--labels", str(DEMO / "reference.tif"), "--classes", str(bare),
                  "--output", str(tmp_path / "bare.cwsam.pt")]) == 2
     assert not (tmp_path / "bare.cwsam.pt").exists()
+
+
+def test_a_class_map_given_as_the_image_is_refused(tmp_path, capsys):
+    status = main(["train", "--image", str(DEMO / "reference.tif"), "--polygons", str(DEMO / "labels.gpkg"),
+                   "--class-field", "landcover", "--backbone", "vit_nano", "--tile-size", "64", "--epochs", "1",
+                   "--steps-per-epoch", "2", "--device", "cpu", "--quiet", "--output", str(tmp_path / "m.cwsam.pt")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "reference.tif is a class map (it names the classes water" in err
+    assert list(tmp_path.iterdir()) == []

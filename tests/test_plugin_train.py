@@ -456,3 +456,23 @@ def test_the_sam_checkpoint_field_shows_only_for_backbones_built_on_sam(panel):
     for name, shown in (("vit_tiny", False), ("vit_b", True), ("vit_tiny", False)):
         panel.backbone_combo.setCurrentIndex(panel.backbone_combo.findData(name))
         assert panel.sam_widget.isVisibleTo(panel) is shown and panel.sam_label.isVisibleTo(panel) is shown, name
+
+
+def test_a_class_map_chosen_as_the_image_is_refused_in_words(qtbot, panel, raster_path, tmp_path):
+    labels = tmp_path / "labels.tif"  # one band of class values on the image's grid, a colour table and names
+    with rasterio.open(raster_path) as source:
+        profile = {**source.profile, "count": 1, "dtype": "uint8"}
+    with rasterio.open(labels, "w", **profile) as dst:
+        dst.write(np.full((1, SIZE, SIZE), WATER, dtype=np.uint8))
+        dst.write_colormap(1, {WATER: (0, 0, 255, 255), URBAN: (255, 0, 0, 255)})
+        dst.update_tags(1, **{f"class_{WATER}": "water", f"class_{URBAN}": "urban"})
+    layer = QgsRasterLayer(str(labels), "labels", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    panel.raster_combo.setLayer(layer)
+    panel.output_widget.setFilePath(str(tmp_path / "model.cwsam.pt"))
+    with qtbot.waitSignal(panel.training_finished, timeout=120_000) as finished:
+        assert panel.start_training(), panel.last_message
+    outcome = finished.args[0]
+    assert outcome.result is None and "labels.tif is a class map" in (outcome.error or ""), outcome.error
+    assert "not a SAR image" in panel.last_message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]  # no model, log or state file

@@ -309,6 +309,21 @@ def channel_stats(channels: np.ndarray, valid: np.ndarray) -> NormalizationStats
 # --- reading ------------------------------------------------------------------------------------
 
 
+def refuse_class_map(dataset: rasterio.io.DatasetReader, band_indexes: Sequence[int]) -> None:
+    """A ``RadiometryError`` when the bands to read are a class map, not SAR: a colour table, or class names (band
+    tags, category names, an attribute table). A class map given as the image would train a model on its own
+    labels (validation mIoU 1.0) or classify classes."""
+    from .class_names import read_class_names  # the sidecars beside the file
+
+    palette = [b for b in band_indexes if dataset.colorinterp[b - 1] == rasterio.enums.ColorInterp.palette]
+    names = read_class_names(dataset.name)[0] if 1 in band_indexes and dataset.files else {}
+    if not palette and not names:
+        return
+    named = f" (it names the classes {', '.join(list(names.values())[:5])})" if names else " (it has a colour table)"
+    raise RadiometryError(f"{Path(str(dataset.name)).name} is a class map{named}, not a SAR image: choose the SAR "
+                          "image as the image, and the class map as the labels")
+
+
 class SarReader:
     """Reads windows of an open rasterio dataset as normalised 3-channel model input.
 
@@ -337,6 +352,7 @@ class SarReader:
             raise RadiometryError(f"the model must expect 1 to 3 bands, it names {len(bands)}: {', '.join(bands)}")
         self.nodata: Optional[float] = dataset.nodata
         self.band_indexes = match_bands(dataset.descriptions, bands, band_indexes)
+        refuse_class_map(dataset, self.band_indexes)
 
         # Detecting the scale, or checking a given one, needs far fewer pixels than statistics.
         sample = self._read_sample(sample_pixels if normalization is None else min(sample_pixels, 100_000))
