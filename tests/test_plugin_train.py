@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import rasterio
 from qgis.core import (
-    QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingException,
-    QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsVectorLayer,
+    QgsApplication, QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsGeometry, QgsPointXY,
+    QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
@@ -339,7 +339,8 @@ def test_training_time_learning_rate_scales_and_bands_reach_the_engine(qtbot, pa
     panel.input_scale_combo.setCurrentIndex(panel.input_scale_combo.findData("db"))
     panel.model_scale_combo.setCurrentIndex(panel.model_scale_combo.findData("linear"))
     panel.bands_edit.setText("2,1")
-    fractions = []
+    fractions, logged = [], []
+    QgsApplication.messageLog().messageReceived.connect(lambda text, tag, _level: logged.append((tag, text)))
     with qtbot.waitSignal(panel.training_finished, timeout=90_000) as finished:
         assert panel.start_training(), panel.last_message
         assert "for 0.1 min" in panel.last_message
@@ -354,6 +355,8 @@ def test_training_time_learning_rate_scales_and_bands_reach_the_engine(qtbot, pa
     card = read_model_card(outcome.model_path)
     assert card.bands == ["VH", "VV"] and card.input_scale == "linear"
     assert card.provenance["lr"] == pytest.approx(1e-3) and card.provenance["time_budget"] == 0.1
+    epochs = [text for tag, text in logged if tag == "CWSAM" and text.startswith("epoch ")]
+    assert epochs and all(" of about " in text and "(0.1 min of training)" in text for text in epochs), epochs
 
 
 def test_tile_size_is_fitted_to_a_small_raster_and_said(panel, project_layers):

@@ -392,7 +392,8 @@ def _fit_pixel_expert(model, sources: List[OpenedSource], tile: int, config: Tra
     rng = np.random.default_rng([config.seed, 0x9E37])
     images, labels = draw_batch(sources, tile, windows, rng, False, config.balanced_sampling, replay)
     counts = model.pixel_expert.fit(images, labels, seed=config.seed)
-    LOG.info("pixel expert fitted on %s labelled pixels per class", counts.tolist())
+    named = ", ".join(f"{c.name} {int(n):,}" for c, n in zip(config.classes, counts.tolist()))
+    LOG.info("per-pixel classifier (radar brightness of each class) learnt from labelled pixels: %s", named)
 
 
 def _epochs_estimate(config: TrainConfig, clock: RunClock, epoch: int) -> int:

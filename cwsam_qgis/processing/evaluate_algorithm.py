@@ -4,7 +4,6 @@ score it (IoU per class, mIoU, overall accuracy, kappa) with ``cwsam_core.traini
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from qgis.core import (
 
 from ..layers import LayerError, raster_source
 from ..tasks.engine_jobs import engine_job, job_error
+from ..tasks.train_task import log_to_feedback
 from ..worker_client import WorkerError
 from .classify_algorithm import DEVICES, MODEL_FILTER
 
@@ -89,8 +89,7 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
                 "model": model, "image": str(image), "labels": str(labels), "sam_checkpoint": sam or None,
                 "ignore_values": ignore, "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]},
                 lambda fraction, _message: feedback.setProgress(100.0 * fraction),
-                log=lambda level, message: (feedback.pushWarning if level >= logging.WARNING else feedback.pushInfo)(
-                    message),  # e.g. the classes matched by name
+                log=log_to_feedback(feedback),  # e.g. the classes matched by name
                 should_cancel=feedback.isCanceled)
         except LayerError as exc:
             raise QgsProcessingException(str(exc)) from None

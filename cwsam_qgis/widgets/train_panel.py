@@ -644,7 +644,9 @@ class TrainPanel(QWidget):
 
     def _on_epoch(self, epoch: int, epochs: int, val_miou: float, train_loss: float, best_miou: float) -> None:
         self.plot.add_miou(epoch, val_miou)
-        messages.log(f"epoch {epoch}/{epochs}: training loss {train_loss:.4f}, validation mIoU {val_miou:.3f} "
+        # Training for a time: the epoch count is the engine's estimate, not the Epochs field (which is off).
+        count = f"{epoch} of about {epochs} ({self._budget:g} min of training)" if self._budget else f"{epoch}/{epochs}"
+        messages.log(f"epoch {count}: training loss {train_loss:.4f}, validation mIoU {val_miou:.3f} "
                      f"(best {best_miou:.3f})")
 
     def _on_outcome(self, outcome: TrainOutcome) -> None:
