@@ -479,3 +479,6 @@ def test_a_class_map_chosen_as_the_image_is_refused_in_words(qtbot, panel, raste
     assert outcome.result is None and "labels.tif is a class map" in (outcome.error or ""), outcome.error
     assert "not a SAR image" in panel.last_message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]  # no model, log or state file
+    labels = [panel.backbone_combo.itemText(i) for i in range(panel.backbone_combo.count())]
+    assert all(": " in label for label in labels), labels  # each backbone says what it is for, vit_nano too
+    assert any(label.startswith("vit_nano: ") and "not for real maps" in label for label in labels)

@@ -42,5 +42,5 @@ BACKBONES: Dict[str, BackboneConfig] = {
                                pixel_expert=True, description="small ViT trained from scratch (CPU, no SAM weights)"),
     "vit_nano": BackboneConfig(64, 2, 2, (1,), window_size=4, prompt_dim=32, decoder_mlp_dim=64,
                                decoder_heads=2, iou_head_hidden_dim=32, default_input_size=128, refine_channels=8,
-                               pixel_expert=True, description="minimal ViT for unit tests"),
+                               pixel_expert=True, description="tiny ViT to try the workflow in a minute (not for real maps)"),
 }

@@ -93,7 +93,7 @@ class TrainAlgorithm(QgsProcessingAlgorithm):
             self.CLASSES, "Classes (VALUE:NAME[:#RRGGBB],...; empty: every value of the field)", optional=True))
         # Static strings: the value is the backbone's name (readable in models and qgis_process calls).
         self.addParameter(QgsProcessingParameterEnum(
-            self.BACKBONE, "Backbone (vit_nano: tests only)", options=self.backbones, defaultValue=DEFAULT_BACKBONE,
+            self.BACKBONE, "Backbone (vit_nano: a quick trial, not for real maps)", options=self.backbones, defaultValue=DEFAULT_BACKBONE,
             usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterFile(
             self.SAM_CHECKPOINT, "SAM checkpoint (vit_b/l/h only)", optional=True,

@@ -57,7 +57,6 @@ MODEL_SCALES = (("auto (dB; 8-bit images: amplitude)", "auto"), ("dB", "db"), ("
 COLUMNS = ("Use", "Field value", "Value", "Name", "Colour")
 USE, FIELD_VALUE, CLASS_VALUE, NAME, COLOUR = range(len(COLUMNS))
 TABLE_ROWS = 5  # the class table shows this many rows and scrolls: its height never changes
-TESTS_ONLY = ("vit_nano",)
 MIN_TILE = 64
 
 
@@ -205,7 +204,7 @@ class TrainPanel(QWidget):
         form = QFormLayout(model)
         self.backbone_combo = QComboBox(model)
         for name, config in _backbones().items():
-            label = f"{name} (tests only)" if name in TESTS_ONLY else f"{name}: {config.description}"
+            label = f"{name}: {config.description}"
             self.backbone_combo.addItem(label, name)
         form.addRow("Backbone", self.backbone_combo)
         self.sam_widget = QgsFileWidget(model)
