@@ -11,7 +11,8 @@ import pytest
 import rasterio
 from plugin_helpers import CLASSES, load_plugin, plugin_model, wait_for_check, write_sar
 from qgis.core import (
-    QgsCoordinateReferenceSystem, QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer,
+    QgsCoordinateReferenceSystem, QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsRectangle, QgsTask,
+    QgsVectorLayer,
 )
 from qgis_interface import HeadlessInterface
 
@@ -132,9 +133,13 @@ def test_cancel_leaves_no_layer_and_no_file(dock, qtbot, tmp_path, model_file):
     panel.run_button.click()
     task = panel.task
     assert task is not None and panel.cancel_button.isEnabled()
+    statuses = []
+    task.statusChanged.connect(statuses.append)
     task.progressChanged.connect(lambda _value: panel.cancel_button.click())
     qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
     assert panel.last_outcome.cancelled
+    tasks = getattr(QgsTask, "TaskStatus", QgsTask)  # a clean cancel ends as complete: QGIS says no "Task failed"
+    assert statuses and statuses[-1] == tasks.Complete and tasks.Terminated not in statuses, statuses
     assert list(out.iterdir()) == []
     assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()] == ["sar"]
     assert QgsProject.instance().layerTreeRoot().findGroup(GROUP_NAME) is None

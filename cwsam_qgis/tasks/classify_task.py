@@ -171,7 +171,8 @@ class ClassifyTask(QgsTask):
         self.outcome = run_classification(self.request, progress, self.isCanceled)
         if self.isCanceled() and not self.outcome.cancelled and self.outcome.result is None:
             self.outcome.cancelled = True
-        return self.outcome.result is not None
+        # A clean cancel is no failure: False would have QGIS notify "Task failed".
+        return self.outcome.result is not None or self.outcome.cancelled
 
     def finished(self, result: bool) -> None:  # main thread
         if not result and self.isCanceled() and self.outcome.result is None:

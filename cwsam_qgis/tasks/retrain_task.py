@@ -184,7 +184,8 @@ class RetrainTask(QgsTask):
 
     def run(self) -> bool:  # worker thread
         self.outcome = run_retrain(self.job, self._progress, self.isCanceled, log=self._log)
-        return self.outcome.retrained is not None
+        # A clean cancel is no failure: False would have QGIS notify "Task failed".
+        return self.outcome.retrained is not None or self.outcome.cancelled
 
     def finished(self, result: bool) -> None:  # main thread
         self.job.remove_temporary_files()
