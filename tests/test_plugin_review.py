@@ -268,3 +268,21 @@ def test_two_maps_each_retrained_with_its_own_model_and_corrections(dock, qtbot,
     assert panel.retrain() is None and "cannot be retrained" in panel.status_label.text()
     assert model.name in panel.status_label.text()
     moved.rename(model)
+
+
+def test_each_engine_line_of_a_retrain_is_logged_once(dock, qtbot, tmp_path):
+    from qgis.core import QgsApplication
+
+    logged = []
+    QgsApplication.messageLog().messageReceived.connect(lambda text, tag, _level: logged.append((tag, text)))
+    dock, _ = dock
+    classify(dock, qtbot)
+    panel = dock.review_panel
+    draw(panel.start_review(), 10, 10, 40, 40)
+    assert panel.retrain() is not None
+    qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
+    assert panel.last_outcome.error is None, panel.last_outcome.error
+    lines = [text for tag, text in logged if tag == "CWSAM"]
+    replay = [text for text in lines if text.startswith("replay:")]
+    assert replay and len(replay) == len(set(replay)), replay  # the dock's log had each of them twice
+    assert len(lines) == len(set(lines)), lines

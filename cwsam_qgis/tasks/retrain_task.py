@@ -179,7 +179,7 @@ class RetrainTask(QgsTask):
         self.fraction_done.emit(fraction, message)
 
     def _log(self, level: int, message: str) -> None:  # worker thread
-        log_to_panel(level, message)
+        log_to_panel(level, for_the_dock(message))  # logged once, here; ``note`` is for the dock's own use
         self.note.emit(for_the_dock(message))
 
     def run(self) -> bool:  # worker thread

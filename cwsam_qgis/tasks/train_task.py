@@ -144,7 +144,7 @@ class TrainTask(QgsTask):
                                  float(info["best_miou"]))
 
     def _log(self, level: int, message: str) -> None:  # worker thread
-        log_to_panel(level, message)
+        log_to_panel(level, for_the_dock(message))  # logged once, here; ``note`` is for the dock's own use
         self.note.emit(for_the_dock(message))
 
     def run(self) -> bool:  # worker thread

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from qgis.core import (
-    Qgis, QgsApplication, QgsDefaultValue, QgsEditorWidgetSetup, QgsProject, QgsRasterLayer, QgsVectorFileWriter,
+    QgsApplication, QgsDefaultValue, QgsEditorWidgetSetup, QgsProject, QgsRasterLayer, QgsVectorFileWriter,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QMetaType, pyqtSignal
@@ -369,7 +369,6 @@ class ReviewPanel(QWidget):
         settings.set_value(KEY_REPLAY, self.replay_check.isChecked())
         self.task = RetrainTask(job)
         self.task.fraction_done.connect(self._on_fraction)
-        self.task.note.connect(lambda note: messages.log(note, Qgis.MessageLevel.Info))
         self.task.outcome_ready.connect(self._on_outcome)
         self.summary.clear()
         self.progress_bar.setValue(0)
