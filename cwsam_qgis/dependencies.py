@@ -162,11 +162,12 @@ class DependencyReport:
         if self.light:
             return (f"CWSAM light install{where}: classification with ONNX models (.onnx); training and .cwsam.pt "
                     "models need the full install with PyTorch ("
-                    + ("\"Install the full engine\" below)" if in_setup_tab else "see the Setup tab)"))
+                    + ("\"Full engine\" below)" if in_setup_tab else "see the Setup tab)"))
         if self.ok:
             return "CWSAM: all Python dependencies found" + where
         return (f"CWSAM cannot import {', '.join(self.missing)}: classification and training are unavailable. "
-                + ("Install the engine below." if in_setup_tab else "Install the engine in the CWSAM dock's Setup tab."))
+                + ("Install the engine below." if in_setup_tab
+                   else "Install the engine in the CWSAM dock's Setup tab."))
 
     def details(self) -> str:
         """What was tried and what fixes it, for the log panel and the Setup tab."""
@@ -181,15 +182,15 @@ class DependencyReport:
             lines.append("Light install: classification with ONNX models (.onnx) works. Not installed: "
                          + ", ".join(self.light_only) + ".")
             lines.append(f"Training and .cwsam.pt models need the full install (PyTorch, {FULL_SIZE}): click "
-                         "\"Install the full engine\" above, or run:")
+                         "\"Full engine\" above, or run:")
             lines += ["  " + c for c in fix_commands(self.environment)]
             return "\n".join(lines)
         if self.ok:
             return "\n".join(lines)
         lines.append("Missing modules:")
         lines += [f"  {name}: {error}" for name, error in self.missing.items()]
-        lines.append("Click \"Install the light engine\" or \"Install the full engine\" above, or in a terminal run "
-                     f"the light install (classification with ONNX models, {LIGHT_SIZE}):")
+        lines.append("Click \"Light engine\" or \"Full engine\" under \"Install the engine\" above, or in a "
+                     f"terminal run the light install (classification with ONNX models, {LIGHT_SIZE}):")
         lines += ["  " + c for c in fix_commands(self.environment, light=True)]
         lines.append(f"or the full install (also training and .cwsam.pt models; PyTorch, {FULL_SIZE}):")
         lines += ["  " + c for c in fix_commands(self.environment)]

@@ -84,7 +84,7 @@ def test_check_again_and_enter_check_in_the_background(panel, qtbot, tmp_path):
     assert "all Python dependencies found" in panel.status_label.text() or "light install" in panel.status_label.text()
 
 
-# The packaged zip in a fresh QGIS profile with no engine anywhere: the Setup tab's "Install the light engine"
+# The packaged zip in a fresh QGIS profile with no engine anywhere: the Setup tab's "Light engine" install
 # into the profile's default folder, then the dock classifies with an ONNX model. Debian's Python runs QGIS.
 ZIP_INSTALL_SCRIPT = r'''
 import sys, time

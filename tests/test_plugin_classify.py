@@ -14,9 +14,11 @@ from qgis.core import (
     QgsCoordinateReferenceSystem, QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsRectangle, QgsTask,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtWidgets import QApplication, QLabel, QScrollArea
 from qgis_interface import HeadlessInterface
 
 from cwsam_qgis.layers import GROUP_NAME, LayerError, raster_source
+from cwsam_qgis.widgets.scrolling import NARROW_DOCK_PX
 
 TIMEOUT_MS = 30_000
 
@@ -74,6 +76,27 @@ def test_dock_has_the_four_tabs(dock):
     assert [tabs.tabText(i) for i in range(tabs.count())] == ["Classify", "Review", "Fine-tune", "Setup"]
     plugin.dock_action.trigger()
     assert plugin.dock.isHidden() and not plugin.dock_action.isChecked()
+
+
+@pytest.mark.parametrize("width", [NARROW_DOCK_PX, 320, 400])
+def test_every_tab_fits_a_narrow_dock(dock, width):
+    """QGIS opens a dock about 260 px wide: no tab may need more (its fields cut at the right, as the scroll
+    areas do not scroll sideways), with the vertical scroll bar shown (a short screen)."""
+    _, plugin, _ = dock
+    widget = plugin.dock
+    widget.setFloating(True)
+    widget.resize(width, 420)
+    widget.show()
+    for index in range(widget.tabs.count()):
+        widget.tabs.setCurrentIndex(index)
+        QApplication.processEvents()
+        tab = widget.tabs.widget(index)
+        scroll = tab.findChild(QScrollArea)
+        content, room = (scroll.widget(), scroll.viewport().width()) if scroll else (tab, tab.width())
+        assert content.minimumSizeHint().width() <= room, (widget.tabs.tabText(index), width)
+        narrow = [w for w in tab.findChildren(QLabel) if w.isVisibleTo(tab) and not w.wordWrap()
+                  and w.minimumSizeHint().width() > room]
+        assert not narrow, [w.text() for w in narrow]
 
 
 def test_classify_adds_a_styled_layer_on_the_input_grid(dock, qtbot, tmp_path, model_file):

@@ -159,7 +159,7 @@ def test_fix_commands_name_this_python_and_the_environment(tmp_path, monkeypatch
     assert commands[-1] == 'then click "Check again" in the Setup tab'
     report = dependencies.DependencyReport(tmp_path / "env", {"torch": "ModuleNotFoundError: No module named 'torch'"})
     assert not report.ok and "torch" in report.summary()
-    assert "make setup" in report.details() and "Install the light engine" in report.details()
+    assert "make setup" in report.details() and "\"Light engine\" or \"Full engine\"" in report.details()
     monkeypatch.setattr(dependencies, "CHECKOUT", None)  # the plugin zip: a venv of its own, no numpy pinned
     light = dependencies.fix_commands(tmp_path / "env", light=True)
     assert light[0] == f"{dependencies.interpreter()} -m venv {tmp_path / 'env'}"

@@ -335,7 +335,7 @@ def test_training_time_learning_rate_scales_and_bands_reach_the_engine(qtbot, pa
     panel.time_spin.setValue(0.1)  # 6 s
     assert not panel.epochs_spin.isEnabled()
     panel.lr_spin.setValue(0)  # auto
-    assert panel.learning_rate() is None and panel.lr_spin.text() == "auto (0.001 for vit_nano)"
+    assert panel.learning_rate() is None and panel.lr_spin.text() == "auto (0.001)"
     panel.input_scale_combo.setCurrentIndex(panel.input_scale_combo.findData("db"))
     panel.model_scale_combo.setCurrentIndex(panel.model_scale_combo.findData("linear"))
     panel.bands_edit.setText("2,1")

@@ -13,8 +13,8 @@ from qgis.core import Qgis, QgsApplication, QgsCoordinateTransform, QgsProject, 
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-    QPushButton, QSpinBox, QTextBrowser, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox,
+    QTextBrowser, QWidget,
 )
 
 from .. import compat, messages, settings
@@ -27,7 +27,7 @@ from ..tasks.classify_task import (
 )
 from ..tasks.engine_jobs import engine_job
 from ..worker_client import WorkerError
-from .scrolling import scrolling_content
+from .scrolling import run_rows, scrolling_content, wrapping_form
 from .setup_panel import device_line
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -185,8 +185,8 @@ class ClassifyPanel(QWidget):
         self.output_widget.lineEdit().setPlaceholderText("[beside the project, or beside the input raster]")
         self.output_widget.setToolTip("The class raster (GeoTIFF). Empty: a new file beside the saved project, "
                                       "or beside the input raster")
-        self.confidence_check = QCheckBox("Also add the confidence layer (%)", self)
-        self.polygons_check = QCheckBox("Also add the polygons (GeoPackage)", self)
+        self.confidence_check = QCheckBox("Confidence (%)", self)
+        self.polygons_check = QCheckBox("Polygons (.gpkg)", self)
         self.polygons_check.setToolTip("One polygon per connected region of the class map, with its class, name, area "
                                        "(m²) and mean confidence, in <output>_polygons.gpkg (as cwsam vectorize)")
         self.bands_edit = QLineEdit(self)
@@ -209,13 +209,13 @@ class ClassifyPanel(QWidget):
         self.summary.setMinimumHeight(170)
 
         inputs = QGroupBox("Input", self)
-        form = QFormLayout(inputs)
+        form = wrapping_form(inputs)
         form.addRow("SAR raster layer", self.layer_combo)
         form.addRow("Model file", self.model_widget)
         form.addRow("SAM checkpoint", self.sam_widget)
         form.addRow(self.fit_label)
         options = QGroupBox("Options", self)
-        form = QFormLayout(options)
+        form = wrapping_form(options)
         form.addRow("Bands", self.bands_edit)
         form.addRow("Input scale", self.input_scale_combo)
         form.addRow("Extent", self.extent_combo)
@@ -225,22 +225,18 @@ class ClassifyPanel(QWidget):
         form.addRow("Device", self.device_combo)
         form.addRow(self.device_label)
         form.addRow("Output file", self.output_widget)
-        form.addRow(self.confidence_check)
-        form.addRow(self.polygons_check)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button, 1)
-        buttons.addWidget(self.cancel_button)
+        form.addRow("Also add", self.confidence_check)
+        form.addRow("", self.polygons_check)
         content, layout = scrolling_content(self)
         layout.addWidget(inputs)
         layout.addWidget(options)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
+        layout.addLayout(run_rows(self.run_button, self.cancel_button, self.progress_bar))
         layout.addWidget(self.status_label)
         layout.addWidget(self.summary, 1)
 
         for combo in (self.layer_combo, self.extent_combo, self.input_scale_combo):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(12)
+            combo.setMinimumContentsLength(8)
         self.layer_combo.layerChanged.connect(self._inputs_changed)
         self.model_widget.fileChanged.connect(self._inputs_changed)
         self.bands_edit.editingFinished.connect(self.update_fit)

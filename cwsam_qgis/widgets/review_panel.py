@@ -25,8 +25,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QMetaType, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-    QSpinBox, QTextBrowser, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QProgressBar, QPushButton, QSpinBox, QTextBrowser, QWidget,
 )
 
 from .. import compat, messages, settings
@@ -37,7 +36,7 @@ from ..polygon_source import PolygonSourceError, polygon_file
 from ..tasks.retrain_task import (
     DEFAULT_MINUTES, DEFAULT_REPLAY, RetrainJob, RetrainOutcome, RetrainTask, ReviewedMap, change_rows, reviewed_map,
 )
-from .scrolling import scrolling_content
+from .scrolling import run_rows, scrolling_content, wrapping_form
 
 # Keys under "cwsam/".
 KEY_TIME = "review/time_budget"  # minutes; 0: train for Steps
@@ -103,7 +102,7 @@ class ReviewPanel(QWidget):
         self.steps_spin = QSpinBox(self)
         self.steps_spin.setRange(1, 100000)
         self.steps_spin.setValue(60)
-        self.replay_check = QCheckBox("Replay what the model knew", self)
+        self.replay_check = QCheckBox("earlier data", self)
         self.replay_check.setChecked(True)
         self.replay_check.setToolTip(f"{DEFAULT_REPLAY:.0%} of the training windows come from the model's own map "
                                      "outside the corrections and from the data it was trained on (where still on "
@@ -112,7 +111,7 @@ class ReviewPanel(QWidget):
         self.extent_combo.addItems(["Whole layer", "Current map view"])
         self.retrain_button = QPushButton("Retrain from corrections", self)
         self.cancel_button = QPushButton("Cancel", self)
-        self.undo_button = QPushButton("Undo: back to the previous version", self)
+        self.undo_button = QPushButton("Undo (previous version)", self)
         self.undo_button.setToolTip("Return to the previous version: its map and model (the newer files stay on disk)")
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setRange(0, 100)
@@ -122,32 +121,28 @@ class ReviewPanel(QWidget):
         self.summary.setMinimumHeight(170)
 
         review = QGroupBox("Review", self)
-        form = QFormLayout(review)
+        form = wrapping_form(review)
         form.addRow("Class map", self.map_combo)
         form.addRow(self.map_label)
         form.addRow(self.start_button)
         form.addRow("Class to draw", self.class_combo)
         options = QGroupBox("Retraining", self)
-        form = QFormLayout(options)
+        form = wrapping_form(options)
         form.addRow("Training time", self.time_spin)
         form.addRow("Steps", self.steps_spin)
-        form.addRow(self.replay_check)
+        form.addRow("Replay", self.replay_check)
         form.addRow("Classify again", self.extent_combo)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.retrain_button, 1)
-        buttons.addWidget(self.cancel_button)
         content, layout = scrolling_content(self)
         layout.addWidget(review)
         layout.addWidget(options)
-        layout.addLayout(buttons)
+        layout.addLayout(run_rows(self.retrain_button, self.cancel_button, self.progress_bar))
         layout.addWidget(self.undo_button)
-        layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addWidget(self.summary, 1)
 
         for combo in (self.map_combo, self.class_combo, self.extent_combo):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(12)
+            combo.setMinimumContentsLength(8)
         self.map_combo.currentIndexChanged.connect(self._map_changed)
         self.start_button.clicked.connect(self.start_review)
         self.class_combo.currentIndexChanged.connect(self._class_changed)

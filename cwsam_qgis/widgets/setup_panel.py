@@ -3,25 +3,24 @@ classification with ONNX models, offered first when torch is missing)."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
-
 from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 from qgis.core import QgsApplication
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtGui import QFont
 from qgis.PyQt.QtWidgets import (
-    QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+    QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
 from .. import dependencies, settings
 from ..installer import InstallError, plan_for
 from ..tasks.check_task import CheckTask
-from ..tasks.install_task import InstallTask
 from ..tasks.engine_jobs import engine_job
+from ..tasks.install_task import InstallTask
 from ..worker_client import WorkerError
-
+from .scrolling import wrapping_form
 
 _DEVICE_LINES: Dict[Tuple[str, str], str] = {}  # (environment, setting) -> line, until the next check
 
@@ -75,21 +74,19 @@ class SetupPanel(QWidget):
         self.install_log: Optional[Path] = None
         self._installed_in: Optional[Path] = None  # an install that ended, while its check runs
         install = QGroupBox("Install the engine", self)
-        install_form = QFormLayout(install)
+        install_form = wrapping_form(install)
         self.install_folder = QgsFileWidget(install)
         self.install_folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.install_folder.setFilePath(str(dependencies.profile_environment()))
         self.install_folder.setToolTip("A new or empty folder: the engine's own Python environment is made there")
         install_form.addRow("Folder", self.install_folder)
-        self.light_button = QPushButton(f"Install the light engine ({dependencies.LIGHT_SIZE})", install)
+        self.light_button = QPushButton(f"Light engine ({dependencies.LIGHT_SIZE.replace('about ', '')})", install)
         self.light_button.setToolTip("ONNX Runtime: classification with ONNX models (.onnx)")
-        self.full_button = QPushButton(f"Install the full engine ({dependencies.FULL_SIZE})", install)
+        self.full_button = QPushButton(f"Full engine ({dependencies.FULL_SIZE.replace('about ', '')})", install)
         self.full_button.setToolTip("PyTorch: also training, review and .cwsam.pt models (the CUDA build where an "
                                     "NVIDIA GPU is found, else the CPU build)")
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.light_button)
-        buttons.addWidget(self.full_button)
-        install_form.addRow(buttons)
+        install_form.addRow("Install", self.light_button)
+        install_form.addRow("", self.full_button)
         self.install_progress = QProgressBar(install)
         self.install_progress.setRange(0, 100)
         self.install_progress.setVisible(False)
@@ -97,7 +94,7 @@ class SetupPanel(QWidget):
         self.install_status.setWordWrap(True)
         self.cancel_install_button = QPushButton("Cancel install", install)
         self.cancel_install_button.setVisible(False)
-        self.log_button = QPushButton("Show the install log", install)
+        self.log_button = QPushButton("Install log", install)
         self.log_button.setEnabled(False)
         install_form.addRow(self.install_progress)
         install_form.addRow(self.install_status)
@@ -121,7 +118,7 @@ class SetupPanel(QWidget):
         self.details = QPlainTextEdit(self)
         self.details.setReadOnly(True)
         self.details.setFont(QFont("monospace"))
-        form = QFormLayout()
+        form = wrapping_form()
         form.addRow("Engine environment", self.env_widget)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -135,7 +132,8 @@ class SetupPanel(QWidget):
         if report is not None:
             self.show_report(report)
         else:  # the plugin's load-time check is still running: its report comes with Dock.set_dependency_report
-            self.status_label.setText(f"Checking the engine in {dependencies.configured_environment() or '(none found)'}...")
+            where = dependencies.configured_environment() or "(none found)"
+            self.status_label.setText(f"Checking the engine in {where}...")
 
     def recheck(self) -> dependencies.DependencyReport:
         """Save the environment setting and ask an engine process of that environment what imports there

@@ -20,8 +20,8 @@ from qgis.gui import QgsCollapsibleGroupBoxBasic, QgsColorButton, QgsFieldComboB
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import (
-    QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-    QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QWidget,
+    QAbstractItemView, QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
+    QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QWidget,
 )
 
 from .. import compat, messages, settings
@@ -31,7 +31,7 @@ from ..polygon_source import (
 )
 from ..tasks.classify_task import parse_bands
 from ..tasks.train_task import TrainOutcome, TrainTask, describe_outcome, history_lines, training_job
-from .scrolling import scrolling_content
+from .scrolling import scrolling_content, wrapping_form
 from .training_plot import TrainingPlot
 
 # Keys under "cwsam/" (the shared SAM checkpoint key lives in settings.py).
@@ -165,7 +165,7 @@ class TrainPanel(QWidget):
         layout.addWidget(self.install_label)
 
         data = QGroupBox("Training data", content)
-        form = QFormLayout(data)
+        form = wrapping_form(data)
         self.raster_combo = QgsMapLayerComboBox(data)
         self.raster_combo.setFilters(compat.LayerFilter.RasterLayer)
         self.raster_combo.setToolTip("The SAR raster to learn from (e.g. Sentinel-1 VV and VH). CWSAM's own "
@@ -201,7 +201,7 @@ class TrainPanel(QWidget):
         layout.addWidget(data)
 
         model = QGroupBox("Model and training", content)
-        form = QFormLayout(model)
+        form = wrapping_form(model)
         self.backbone_combo = QComboBox(model)
         for name, config in _backbones().items():
             label = f"{name}: {config.description}"
@@ -238,7 +238,7 @@ class TrainPanel(QWidget):
 
         advanced = QgsCollapsibleGroupBoxBasic("Advanced options", content)
         self.advanced_box = advanced
-        form = QFormLayout(advanced)
+        form = wrapping_form(advanced)
         self.steps_spin = _spin(1, 100000, 50, advanced)
         self.steps_spin.setToolTip("Optimizer steps per epoch, each on a batch of random windows; a validation "
                                    "pass follows every epoch.")
@@ -291,7 +291,7 @@ class TrainPanel(QWidget):
                       self.input_scale_combo, self.model_scale_combo):
             # The dock may be narrow: long entries (backbone descriptions, layer names) are cut, not the dock.
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(12)
+            combo.setMinimumContentsLength(8)
 
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train", content)
@@ -385,7 +385,7 @@ class TrainPanel(QWidget):
             else "This backbone trains from scratch: no SAM checkpoint needed."
         )
         rate = auto_learning_rate(self.backbone())
-        self.lr_spin.setSpecialValueText(f"auto ({rate:g} for {self.backbone()})" if rate else "auto")
+        self.lr_spin.setSpecialValueText(f"auto ({rate:g})" if rate else "auto")  # the rate of this backbone
         self.lr_spin.setToolTip("Peak learning rate (warm-up, then a cosine decay). Auto (0): 1e-3 for backbones "
                                 "trained from scratch (vit_tiny), 2e-4 for adapters on SAM (vit_b/l/h).")
         self._inputs_changed()
