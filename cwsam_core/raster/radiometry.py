@@ -315,8 +315,10 @@ def refuse_class_map(dataset: rasterio.io.DatasetReader, band_indexes: Sequence[
     labels (validation mIoU 1.0) or classify classes."""
     from .class_names import read_class_names  # the sidecars beside the file
 
-    palette = [b for b in band_indexes if dataset.colorinterp[b - 1] == rasterio.enums.ColorInterp.palette]
-    names = read_class_names(dataset.name)[0] if 1 in band_indexes and dataset.files else {}
+    interpretation = getattr(dataset, "colorinterp", None)  # a scene of several files has none of its own
+    palette = [b for b in band_indexes
+               if interpretation and interpretation[b - 1] == rasterio.enums.ColorInterp.palette]
+    names = read_class_names(dataset.name)[0] if 1 in band_indexes and getattr(dataset, "files", None) else {}
     if not palette and not names:
         return
     named = f" (it names the classes {', '.join(list(names.values())[:5])})" if names else " (it has a colour table)"
