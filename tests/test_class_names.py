@@ -148,3 +148,25 @@ def test_a_class_map_given_as_the_image_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "reference.tif is a class map (it names the classes water" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_warm_start_meets_a_renumbered_label_raster_by_name(tmp_path, capsys):
+    from cwsam_core.model.model_file import read_model_card
+    from cwsam_core.training.datasets import TrainingSource
+    from cwsam_core.training.parent import check_label_classes
+
+    parent = read_model_card(DEMO / "model.cwsam.pt")
+    renumbered = renumbered_reference(tmp_path / "alphabetical.tif")
+    [checked] = check_label_classes([TrainingSource(DEMO / "scene.tif", labels=renumbered)], parent.classes)
+    assert checked.renumber == {v: [c.value for c in parent.classes if c.name == n][0] for n, v in ALPHABETICAL.items()}
+    [unnamed] = check_label_classes([TrainingSource(DEMO / "scene.tif", labels=DEMO / "reference.tif")], parent.classes)
+    assert unnamed.renumber == {c.value: c.value for c in parent.classes}  # same names, same numbers
+    warm = ["train", "--init-model", str(DEMO / "model.cwsam.pt"), "--image", str(DEMO / "scene.tif"), "--epochs", "1",
+            "--steps-per-epoch", "1", "--batch-size", "1", "--val-fraction", "0", "--device", "cpu", "--quiet"]
+    assert main([*warm, "--labels", str(renumbered), "--output", str(tmp_path / "v2.cwsam.pt")]) == 0
+    assert "numbers the classes differently: matched by name" in capsys.readouterr().err
+    with rasterio.open(DEMO / "reference.tif") as source:
+        values = source.read(1)
+    other = write_reference(tmp_path / "other.tif", values, {"class_0": "water", "class_1": "wetland"})
+    assert main([*warm, "--labels", str(other), "--output", str(tmp_path / "v3.cwsam.pt")]) == 2
+    assert "does not have (wetland)" in capsys.readouterr().err and not (tmp_path / "v3.cwsam.pt").exists()

@@ -94,7 +94,7 @@ from cwsam_qgis import dependencies
 dock = plugin.dock
 setup = dock.setup_panel
 out = {"before_ok": plugin.report.ok, "folder": setup.install_folder.filePath(),
-       "profile": os.environ["QGIS_CUSTOM_CONFIG_PATH"]}
+       "profile": os.environ["QGIS_CUSTOM_CONFIG_PATH"], "settings": QgsSettings().fileName()}
 setup.light_button.click()
 out["started"] = setup.install_task is not None
 finished = []
@@ -139,6 +139,7 @@ def test_packaged_zip_in_a_fresh_profile_installs_the_light_engine_and_classifie
                                                          tmp_path], timeout=1200, without=(ENGINE_VARIABLE,))
     profile = Path(out["profile"])
     assert not out["before_ok"]  # a fresh profile: no engine found
+    assert profile in Path(out["settings"]).parents  # the settings too: nothing in the user's ~/.config
     engine = Path(out["folder"])  # by default under the QGIS profile folder
     assert out["started"] and profile in engine.parents and engine.parts[-2:] == ("cwsam", "engine")
     assert out["install_error"] is None, out["install_status"]

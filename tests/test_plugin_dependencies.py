@@ -26,6 +26,9 @@ import json, os, sys
 sys.path.insert(0, plugin_parent)
 sys.path.append(tests_dir)
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.PyQt.QtCore import QSettings
+for _format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):  # settings in the fresh profile
+    QSettings.setPath(_format, QSettings.Scope.UserScope, os.environ["QGIS_CUSTOM_CONFIG_PATH"])
 app = QgsApplication([], False, os.environ["QGIS_CUSTOM_CONFIG_PATH"])
 app.setPrefixPath("/usr", True)
 app.initQgis()

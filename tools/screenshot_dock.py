@@ -72,6 +72,10 @@ def main(argv=None) -> int:
 
     from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
+    from qgis.PyQt.QtCore import QSettings
+
+    for form in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):  # settings in the work profile
+        QSettings.setPath(form, QSettings.Scope.UserScope, str(work / "profile"))
     app = QgsApplication([], True, str(work / "profile"))
     app.setPrefixPath("/usr", True)
     app.initQgis()

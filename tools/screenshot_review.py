@@ -48,6 +48,10 @@ def main(argv=None) -> int:
 
     from cwsam_core.simulate import simulate_scene, write_scene
 
+    from qgis.PyQt.QtCore import QSettings
+
+    for form in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):  # settings in the work profile
+        QSettings.setPath(form, QSettings.Scope.UserScope, str(work / "profile"))
     app = QgsApplication([], True, str(work / "profile"))
     app.setPrefixPath("/usr", True)
     app.initQgis()

@@ -19,8 +19,10 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from ..common.card import ClassInfo
+from ..common.classes import ClassMatch, match_classes_by_name
 from ..common.labels import IGNORE_INDEX, LabelStats
 from ..errors import TrainingDataError
+from ..raster.class_names import read_class_names
 from ..raster.windows import clip_window
 
 
@@ -46,6 +48,15 @@ def value_lookup(classes: Sequence[ClassInfo], ignore_values: Sequence[int] = ()
     return renumbered
 
 
+def label_classes_match(labels_path: Path | str, classes: Sequence[ClassInfo],
+                        ignore_values: Sequence[int] = ()) -> ClassMatch:
+    """How a label raster's values meet ``classes``, by the class names it carries (see
+    ``match_classes_by_name``: renumbered, refused, or taken by number when it carries none)."""
+    names, where = read_class_names(labels_path)
+    what = Path(labels_path).name + (f" ({where})" if where else "")
+    return match_classes_by_name(classes, names, what, ignore_values)
+
+
 @dataclass
 class TrainingSource:
     """One labelled image: an image raster with either a label raster of class values (any grid) or a
@@ -56,6 +67,8 @@ class TrainingSource:
     polygons: Optional[Path] = None
     class_field: Optional[str] = None
     layer: Optional[str] = None  # layer of a multi-layer polygon file
+    # Label value -> class value, where the label raster's class names were matched with a parent's by name.
+    renumber: Optional[Dict[int, int]] = None
 
     @property
     def label_path(self) -> Path:

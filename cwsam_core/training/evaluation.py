@@ -12,15 +12,13 @@ import rasterio
 from rasterio.windows import Window
 
 from ..common.card import ModelCard
-from ..common.classes import ClassMatch, match_classes_by_name
 from ..common.labels import IGNORE_INDEX
-from ..errors import TrainingDataError
 from ..engine.inference import classify_file
+from ..errors import TrainingDataError
 from ..model.card_reader import read_card
-from ..raster.class_names import read_class_names
 from ..raster.output import CLASS_NODATA
 from ..raster.scene import open_scene
-from .datasets import RasterLabels, nothing_labelled
+from .datasets import RasterLabels, label_classes_match, nothing_labelled
 from .metrics import SegmentationMetrics, confusion_matrix, metrics_from_confusion
 
 LOG = logging.getLogger("cwsam")
@@ -48,7 +46,7 @@ def evaluate(
     num = len(card.classes)
     renumbers = {}
     for image, labels in pairs:  # before any classification: labels that cannot be scored are refused
-        match = reference_classes(labels, card, ignore_values)
+        match = label_classes_match(labels, card.classes, ignore_values)
         _check_something_to_score(image, labels, card, ignore_values, match.renumber)
         if match.note:
             LOG.warning(match.note)
@@ -66,14 +64,6 @@ def evaluate(
         raise TrainingDataError("no labelled pixel was scored: every labelled pixel is nodata in the image(s); "
                                 "evaluate on an image that has data where the labels are")
     return metrics_from_confusion(confusion), card
-
-
-def reference_classes(labels_path: Path | str, card: ModelCard, ignore_values: Sequence[int] = ()) -> ClassMatch:
-    """How the labels' values meet the model's classes, by the class names the labels carry (see
-    ``match_classes_by_name``: renumbered, refused, or taken by number when they carry none)."""
-    names, where = read_class_names(labels_path)
-    what = Path(labels_path).name + (f" ({where})" if where else "")
-    return match_classes_by_name(card.classes, names, what, ignore_values)
 
 
 def _check_something_to_score(image_path: Path | str, labels_path: Path | str, card: ModelCard,
@@ -94,7 +84,7 @@ def class_raster_confusion(class_path: Path | str, image_path: Path | str, label
                            renumber: Optional[Dict[int, int]] = None) -> np.ndarray:
     """N x N confusion of a written class raster against labels read onto the image's grid, in strips of
     ``rows`` rows (memory does not follow the raster size). Unlabelled and nodata pixels are left out.
-    ``renumber``: label value -> class value (see :func:`reference_classes`)."""
+    ``renumber``: label value -> class value (see ``datasets.label_classes_match``)."""
     lookup = {c.value: i for i, c in enumerate(card.classes)}
     num = len(card.classes)
     confusion = np.zeros((num, num), dtype=np.int64)

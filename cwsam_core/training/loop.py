@@ -217,7 +217,7 @@ def train(
         if config.init_model is not None:
             parent = load_parent(config.init_model, config.sam_checkpoint, config.init_sha256)
             model = parent.model
-            check_label_classes(sources, parent.card.classes)
+            sources = check_label_classes(sources, parent.card.classes, config.ignore_values)
         else:
             model = build_cwsam(config.backbone, len(config.classes), config.sam_checkpoint, config.tile_size)
         model.image_encoder.gradient_checkpointing = config.gradient_checkpointing

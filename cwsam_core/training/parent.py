@@ -10,7 +10,7 @@ The review loop built on it is in ``retrain``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -21,7 +21,7 @@ from ..model.model_file import load_model_file, read_model_card
 from ..raster.scene import scene_paths
 from ..vector.polygons import unmatched_values
 from .config import TrainConfig
-from .datasets import TrainingSource, label_values
+from .datasets import TrainingSource, label_classes_match, label_values
 
 LOG = logging.getLogger("cwsam")
 
@@ -99,21 +99,32 @@ def warm_start_config(model: Path | str, output: Path | str, **fields) -> TrainC
                        bands=list(card.bands), model_scale=card.input_scale, tile_size=card.input_size, **fields)
 
 
-def check_label_classes(sources: Sequence[TrainingSource], classes: Sequence[ClassInfo]) -> None:
-    """Refuse labels with a class the model (of ``classes``) does not have: adding a class makes a new model."""
+def check_label_classes(sources: Sequence[TrainingSource], classes: Sequence[ClassInfo],
+                        ignore_values: Sequence[int] = ()) -> List[TrainingSource]:
+    """Refuse labels with a class the model (of ``classes``) does not have: adding a class makes a new model.
+
+    Polygons with text classes meet the model's classes by name; so do label rasters that name their classes
+    (renumbered where their numbers differ, said in the log): the sources returned carry that renumbering."""
     names = ", ".join(f"{c.value}:{c.name}" for c in classes)
+    checked = []
     for source in sources:
         if source.polygons is not None:
             unknown = unmatched_values(source.polygons, source.class_field, classes, source.layer)
         else:
-            known = {c.value for c in classes}
-            unknown = [v for v in label_values(source.labels) if v not in known]
+            match = label_classes_match(source.labels, classes, ignore_values)
+            if match.note:
+                LOG.log(logging.WARNING if match.renumber else logging.INFO, match.note)
+            source = replace(source, renumber=match.renumber)
+            known = set(match.renumber) if match.renumber is not None else {c.value for c in classes}
+            unknown = [v for v in label_values(source.labels, ignore_values) if v not in known]
         if unknown:
             shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in unknown[:8])
             raise RetrainError(
                 f"{Path(source.label_path).name} uses class(es) {shown} that the model does not have (its classes: "
                 f"{names}): label with the model's classes; adding a class needs a new model, trained with all the "
                 "classes")
+        checked.append(source)
+    return checked
 
 
 def replay_sources(parent: Parent, primary: Sequence[TrainingSource],

@@ -50,7 +50,8 @@ class OpenedSource:
                 self.labels = PolygonLabels(source.polygons, self.dataset, source.class_field, config.classes,
                                             layer=source.layer)
             else:
-                self.labels = RasterLabels(source.labels, self.dataset, config.classes, config.ignore_values)
+                self.labels = RasterLabels(source.labels, self.dataset, config.classes, config.ignore_values,
+                                           source.renumber)
             self.stats = self.labels.stats()
             if isinstance(self.labels, RasterLabels) and (problem := nothing_labelled(self.labels, self.stats,
                                                                                        config.classes)):
