@@ -27,6 +27,7 @@ def test_dock_reads_and_classifies_with_an_imported_model(qgis_app, qtbot, tmp_p
         panel.layer_combo.setLayer(layer)
         panel.sam_widget.setFilePath(str(sam))
         panel.model_widget.setFilePath(str(model))
+        assert panel.sam_widget.isVisibleTo(panel) and panel.sam_label.isVisibleTo(panel)  # fine-tuned from SAM
         fit = panel.fit_label.text()
         assert "bands band 1 in amplitude" in fit and "5 classes" in fit, fit
         assert "needs SAM checkpoint sam_vit_nano.pth" in fit

@@ -349,6 +349,7 @@ def test_a_remembered_sam_checkpoint_does_not_stop_a_self_contained_model(dock, 
     panel.model_widget.setFilePath(str(model_file))
     panel.sam_widget.setFilePath(str(tmp_path / "gone" / "sam_vit_b_01ec64.pth"))
     assert panel.build_request().sam_checkpoint is None
+    assert not panel.sam_widget.isVisibleTo(panel) and not panel.sam_label.isVisibleTo(panel)  # it needs none
     panel.output_widget.setFilePath(str(tmp_path / "classes.tif"))
     try:
         run_to_end(qtbot, panel)

@@ -436,8 +436,8 @@ def test_processing_trains_for_a_time(qgis_app, project_layers, tmp_path):
 
 
 def test_engine_notes_reach_the_dock_in_its_words(qgis_app, panel):
-    """The engine's information and warnings (what it adjusted, what it left out) go to the log panel and,
-    worded for the dock, to the tab's notes."""
+    """The engine's information and warnings go to the log panel; its warnings (what it adjusted, what it left
+    out), worded for the dock, to the tab's notes too."""
     import logging
 
     from cwsam_qgis.tasks.engine_jobs import engine_job
@@ -449,6 +449,7 @@ def test_engine_notes_reach_the_dock_in_its_words(qgis_app, panel):
     task = TrainTask(TrainingJob([], None))
     task.note.connect(panel._add_note)
     task._log(logging.WARNING, "sar.tif has 4 bands: choose others with the bands option")
+    task._log(logging.INFO, "per-pixel classifier learnt from labelled pixels: water 10")  # the log's only
     assert panel.notes == ["sar.tif has 4 bands: choose others in Bands"]
     assert panel.notes_label.isVisibleTo(panel) and "in Bands" in panel.notes_label.text()
     panel.field_combo.setField("name")  # new inputs: the notes about the previous ones go

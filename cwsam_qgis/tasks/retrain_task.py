@@ -8,6 +8,7 @@ runs the engine on files; the new map reaches the project in the dock, from ``fi
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -161,7 +162,7 @@ class RetrainTask(QgsTask):
 
     Signals:
       fraction_done(fraction, message): how much is done, in [0, 1], and what runs.
-      note(text): something the engine adjusted or warns about, worded for the dock.
+      note(text): an engine warning (something it adjusted or left out), worded for the dock.
       outcome_ready(RetrainOutcome): in the main thread, once, when the task ends in any way.
     """
 
@@ -179,8 +180,9 @@ class RetrainTask(QgsTask):
         self.fraction_done.emit(fraction, message)
 
     def _log(self, level: int, message: str) -> None:  # worker thread
-        log_to_panel(level, for_the_dock(message))  # logged once, here; ``note`` is for the dock's own use
-        self.note.emit(for_the_dock(message))
+        log_to_panel(level, for_the_dock(message))  # logged once, here
+        if level >= logging.WARNING:  # the tab's notes are the warnings; the information stays in the log
+            self.note.emit(for_the_dock(message))
 
     def run(self) -> bool:  # worker thread
         self.outcome = run_retrain(self.job, self._progress, self.isCanceled, log=self._log)

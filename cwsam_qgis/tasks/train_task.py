@@ -116,7 +116,7 @@ class TrainTask(QgsTask):
         a training time, ``epochs`` is the engine's estimate of the whole run).
       epoch_done(epoch, epochs, val_miou, train_loss, best_miou): after each validation pass.
       fraction_done(fraction): how much of the run is done, in [0, 1] (of the time, or of the steps).
-      note(text): something the engine adjusted or warns about, worded for the dock.
+      note(text): an engine warning (something it adjusted or left out), worded for the dock.
       outcome_ready(TrainOutcome): in the main thread, once, when the task ends in any way.
     """
 
@@ -144,8 +144,9 @@ class TrainTask(QgsTask):
                                  float(info["best_miou"]))
 
     def _log(self, level: int, message: str) -> None:  # worker thread
-        log_to_panel(level, for_the_dock(message))  # logged once, here; ``note`` is for the dock's own use
-        self.note.emit(for_the_dock(message))
+        log_to_panel(level, for_the_dock(message))  # logged once, here
+        if level >= logging.WARNING:  # the tab's notes are the warnings; the information stays in the log
+            self.note.emit(for_the_dock(message))
 
     def run(self) -> bool:  # worker thread
         self.outcome = run_training(self.job, self._progress, self.isCanceled, log=self._log)

@@ -65,6 +65,18 @@ def _model_card(path: str, modified: float, size: int):
     return read_card(path)
 
 
+def needs_sam_checkpoint(model_path: str) -> bool:
+    """Whether the model file chosen was fine-tuned from SAM and needs its checkpoint (not a self-contained
+    model, nor an ONNX export); False for no model or an unreadable one (the readout says why)."""
+    if not model_path or model_path.lower().endswith(".onnx") or not os.path.isfile(model_path):
+        return False
+    try:
+        stat = os.stat(model_path)
+        return not _model_card(model_path, stat.st_mtime, stat.st_size).self_contained
+    except Exception:  # noqa: BLE001 - an unreadable file: its problem is in the readout
+        return False
+
+
 def describe_fit(model_path: str, layer: Optional[QgsRasterLayer],
                  band_indexes: Optional[List[int]] = None, input_scale: Optional[str] = None) -> Tuple[str, List[str]]:
     """HTML lines "model expects / layer has" and the problems that would stop or mislead a run.
@@ -212,7 +224,8 @@ class ClassifyPanel(QWidget):
         form = wrapping_form(inputs)
         form.addRow("SAR raster layer", self.layer_combo)
         form.addRow("Model file", self.model_widget)
-        form.addRow("SAM checkpoint", self.sam_widget)
+        self.sam_label = QLabel("SAM checkpoint", inputs)
+        form.addRow(self.sam_label, self.sam_widget)  # shown only for a model that needs one (fine-tuned from SAM)
         form.addRow(self.fit_label)
         options = QGroupBox("Options", self)
         form = wrapping_form(options)
@@ -316,6 +329,9 @@ class ClassifyPanel(QWidget):
         if problems:
             text += "".join(f"<br><span style='color:#c0392b'>&#9888; {html.escape(p)}</span>" for p in problems)
         self.fit_label.setText(text or "Choose a SAR raster layer and a CWSAM model file.")
+        needs_sam = needs_sam_checkpoint(self.model_widget.filePath().strip())
+        self.sam_widget.setVisible(needs_sam)
+        self.sam_label.setVisible(needs_sam)
         return problems
 
     # --- running ------------------------------------------------------------------------------
