@@ -483,3 +483,28 @@ def test_a_class_map_chosen_as_the_image_is_refused_in_words(qtbot, panel, raste
     labels = [panel.backbone_combo.itemText(i) for i in range(panel.backbone_combo.count())]
     assert all(": " in label for label in labels), labels  # each backbone says what it is for, vit_nano too
     assert any(label.startswith("vit_nano: ") and "not for real maps" in label for label in labels)
+
+
+def test_text_classes_are_numbered_as_a_reference_map_names_them(qgis_app, panel, project_layers, raster_path,
+                                                                 tmp_path):
+    raster, _ = project_layers
+    panel.field_combo.setField("name")
+    alphabetical = {c.name: c.value for c in panel.classes()}
+    assert alphabetical == {"urban": 0, "water": 1}
+    reference = tmp_path / "reference.tif"  # numbers and colours of its own, named in its band tags
+    with rasterio.open(raster_path) as source:
+        profile = {**source.profile, "count": 1, "dtype": "uint8"}
+    with rasterio.open(reference, "w", **profile) as dst:
+        dst.write(np.full((1, SIZE, SIZE), 4, dtype=np.uint8))
+        dst.write_colormap(1, {4: (0, 0, 255, 255), 9: (255, 0, 0, 255)})
+        dst.update_tags(1, class_4="Water", class_9="urban", class_2="forest")
+    layer = QgsRasterLayer(str(reference), "reference", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    panel.reference_combo.setLayer(layer)
+    assert [(c.name, c.value, c.color) for c in panel.classes()] == [("urban", 9, "#ff0000"), ("water", 4, "#0000ff")]
+    assert any(note.startswith("Numbered as reference (its band tags)") for note in panel.notes), panel.notes
+    panel.reference_combo.setLayer(raster)  # a SAR raster names no classes: said, and numbered alphabetically
+    assert {c.name: c.value for c in panel.classes()} == alphabetical
+    assert any("names no classes" in note for note in panel.notes), panel.notes
+    panel.reference_combo.setLayer(None)
+    assert {c.name: c.value for c in panel.classes()} == alphabetical and panel.notes == []

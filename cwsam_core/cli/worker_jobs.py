@@ -154,7 +154,14 @@ def evaluate(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCanc
             "per_class": metrics.per_class([c.value for c in card.classes], [c.name for c in card.classes])}
 
 
+def class_list(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel) -> Dict[str, Any]:
+    """The classes a class raster names (value, name, colour), for numbering new classes as it does."""
+    from ..raster.class_names import read_class_list, read_class_names
+
+    return {"classes": read_class_list(args["path"]), "where": read_class_names(args["path"])[1]}
+
+
 JOBS: Dict[str, Callable[[Dict[str, Any], Progress, ShouldCancel], Any]] = {
     "check": check, "fit": fit, "classify": classify, "vectorize": vectorize, "train": train, "retrain": retrain,
-    "compare": compare, "evaluate": evaluate,
+    "compare": compare, "evaluate": evaluate, "class_list": class_list,
 }

@@ -98,8 +98,9 @@ def run_training(job: TrainingJob, progress: Optional[Callable[[dict], None]] = 
     except LayerError as exc:
         return TrainOutcome(error=str(exc))
     except WorkerError as exc:
-        return TrainOutcome(error=job_error(exc, "training"), details=exc.details,
-                            cancelled=exc.cancelled or bool(should_cancel and should_cancel()))
+        if exc.cancelled or (should_cancel is not None and should_cancel()):
+            return TrainOutcome(cancelled=True)  # stopped before the engine wrote anything: no error to show
+        return TrainOutcome(error=job_error(exc, "training"), details=exc.details)
     outcome = TrainOutcome(result=result, cancelled=bool(result.cancelled))
     if outcome.model_path is None:
         outcome.result = None

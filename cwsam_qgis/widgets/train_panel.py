@@ -30,7 +30,9 @@ from ..polygon_source import (
     PolygonSourceError, check_overlap, default_class_rows, field_values, guess_class_field, polygon_file,
 )
 from ..tasks.classify_task import parse_bands
+from ..tasks.engine_jobs import engine_job, job_error
 from ..tasks.train_task import TrainOutcome, TrainTask, describe_outcome, history_lines, training_job
+from ..worker_client import WorkerError
 from .scrolling import scrolling_content, wrapping_form
 from .training_plot import TrainingPlot
 
@@ -181,6 +183,14 @@ class TrainPanel(QWidget):
         self.field_combo.setToolTip("Text field: class names. Integer field: class values. Chosen for you when a "
                                     "polygon layer is picked (never the feature id).")
         form.addRow("Class field", self.field_combo)
+        self.reference_combo = QgsMapLayerComboBox(data)
+        self.reference_combo.setFilters(compat.LayerFilter.RasterLayer)
+        self.reference_combo.setAllowEmptyLayer(True)
+        self.reference_combo.setLayer(None)
+        self.reference_combo.setToolTip("A class map or reference raster that names its classes: text classes "
+                                        "of the same names get its numbers and colours (so maps and scores "
+                                        "compare by name). Empty: numbered in alphabetical order.")
+        form.addRow("Number as", self.reference_combo)
         self.class_table = QTableWidget(0, len(COLUMNS), data)
         self.class_table.setHorizontalHeaderLabels(COLUMNS)
         header = self.class_table.horizontalHeader()
@@ -326,6 +336,7 @@ class TrainPanel(QWidget):
         self.raster_combo.layerChanged.connect(self._raster_changed)
         self.polygon_combo.layerChanged.connect(self._polygon_layer_changed)
         self.field_combo.fieldChanged.connect(self._field_changed)
+        self.reference_combo.layerChanged.connect(lambda _layer: self._field_changed(self.field_combo.currentField()))
         self.backbone_combo.currentIndexChanged.connect(self._backbone_changed)
         self.time_spin.valueChanged.connect(self._length_changed)
         self.train_button.clicked.connect(self.start_training)
@@ -440,8 +451,43 @@ class TrainPanel(QWidget):
         except PolygonSourceError as exc:
             self._show(str(exc), Qgis.MessageLevel.Warning)
             return
-        for field_value, value, name, color in default_class_rows(self._field_kind, values, palette):
+        rows = default_class_rows(self._field_kind, values, palette)
+        if self._field_kind != "integer" and self.reference_combo.currentLayer() is not None:
+            rows = self._numbered_as_reference(rows)
+        for field_value, value, name, color in rows:
             self._add_row(field_value, value, name, color)
+
+    def _numbered_as_reference(self, rows: list) -> list:
+        """Text classes renumbered (and recoloured) as the reference raster chosen names them; the others get
+        values after the reference's. Said in the tab's notes."""
+        reference = self.reference_combo.currentLayer()
+        path = layer_file(reference)
+        if path is None:
+            self._add_note(f"{reference.name()} has no file of its own: the classes are numbered alphabetically")
+            return rows
+        try:
+            answer = engine_job("class_list", {"path": str(path)})
+        except WorkerError as exc:
+            self._add_note(job_error(exc, f"reading the classes of {reference.name()}"))
+            return rows
+        named = {c.name.casefold(): c for c in answer["classes"]}
+        if not named:
+            self._add_note(f"{reference.name()} names no classes (no band tags, category names, attribute table or "
+                           ".qml with names): the classes are numbered alphabetically")
+            return rows
+        free = max(c.value for c in named.values()) + 1
+        renumbered, missing = [], []
+        for field_value, value, name, color in rows:
+            match = named.get(str(name).casefold())
+            if match is None:
+                missing.append(f"{name} ({free})")
+                renumbered.append((field_value, free, name, color))
+                free += 1
+            else:
+                renumbered.append((field_value, match.value, name, match.color))
+        note = f"Numbered as {reference.name()} ({answer['where']})"
+        self._add_note(note + (f"; not in it: {', '.join(missing)}" if missing else ""))
+        return renumbered
 
     def _inputs_changed(self) -> None:
         """Forget what was said about the previous inputs (a running task keeps its status)."""
