@@ -143,15 +143,20 @@ def confidence_renderer(layer: QgsRasterLayer) -> QgsSingleBandGrayRenderer:
     return renderer
 
 
-def polygon_renderer(classes: Sequence) -> QgsCategorizedSymbolRenderer:
+def polygon_renderer(classes: Sequence, others: str = "") -> QgsCategorizedSymbolRenderer:
     """Polygons categorized by their ``class`` field: each class's colour (outline a darker shade) and name,
-    as the style ``cwsam_core.vector.vectorize`` stores in the GeoPackage."""
+    as the style ``cwsam_core.vector.vectorize`` stores in the GeoPackage. With ``others`` (its legend text),
+    polygons of no class or another value are drawn too (a red hatched outline), never invisible."""
     categories = []
     for c in classes:
         symbol = QgsFillSymbol.createSimple({"color": QColor(c.color).name(), "style": "solid",
                                             "outline_color": QColor(c.color).darker(165).name(),
                                             "outline_width": "0.2", "outline_width_unit": "MM"})
         categories.append(QgsRendererCategory(int(c.value), symbol, c.name))
+    if others:  # the "all other values" category: an empty value
+        symbol = QgsFillSymbol.createSimple({"color": "#e31a1c", "style": "b_diagonal", "outline_color": "#e31a1c",
+                                            "outline_width": "0.6", "outline_width_unit": "MM"})
+        categories.append(QgsRendererCategory("", symbol, others))
     return QgsCategorizedSymbolRenderer("class", categories)
 
 

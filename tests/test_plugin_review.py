@@ -80,7 +80,18 @@ def test_review_retrain_and_undo(dock, qtbot, tmp_path):
     assert Path(corrections.source().split("|")[0]) == tmp_path / "sar_classes_corrections.gpkg"
     renderer = corrections.renderer()
     assert isinstance(renderer, QgsCategorizedSymbolRenderer)
-    assert [(c.value(), c.label()) for c in renderer.categories()] == [(c.value, c.name) for c in CLASSES]
+    assert [(c.value(), c.label()) for c in renderer.categories()] == [(c.value, c.name) for c in CLASSES] + [
+        ("", "no class: choose Class to draw")]
+    from qgis.core import QgsFeature, QgsRenderContext
+
+    context = QgsRenderContext()
+    renderer.startRender(context, corrections.fields())
+    unclassed = QgsFeature(corrections.fields())  # a polygon of no class is drawn too, never invisible
+    unclassed.setGeometry(QgsGeometry.fromRect(QgsRectangle(ORIGIN[0], ORIGIN[1] - 100, ORIGIN[0] + 100, ORIGIN[1])))
+    assert renderer.symbolForFeature(unclassed, context) is not None
+    unclassed.setAttribute("class", 5)
+    assert renderer.symbolForFeature(unclassed, context).color().name() == [c.color for c in CLASSES if c.value == 5][0]
+    renderer.stopRender(context)
     assert corrections.editFormConfig().suppress() == QgsEditFormConfig.SuppressOn
     panel.set_class_to_draw(5)
     draw(corrections, 10, 10, 40, 40)

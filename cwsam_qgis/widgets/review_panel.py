@@ -248,7 +248,8 @@ class ReviewPanel(QWidget):
         layer = self._open_corrections(path) if path.is_file() else self._create_corrections(path)
         if layer is None:
             return None
-        layer.setRenderer(polygon_renderer(self.classes))
+        # A polygon without a class (or of a value the model lacks) still shows while drawn and after.
+        layer.setRenderer(polygon_renderer(self.classes, others="no class: choose Class to draw"))
         layer.setOpacity(0.7)
         index = layer.fields().lookupField(CLASS_FIELD)
         layer.setEditorWidgetSetup(index, QgsEditorWidgetSetup(
