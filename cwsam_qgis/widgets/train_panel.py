@@ -185,7 +185,7 @@ class TrainPanel(QWidget):
         form.addRow("Class field", self.field_combo)
         self.reference_combo = QgsMapLayerComboBox(data)
         self.reference_combo.setFilters(compat.LayerFilter.RasterLayer)
-        self.reference_combo.setAllowEmptyLayer(True)
+        self.reference_combo.setAllowEmptyLayer(True, "alphabetical order")  # QGIS >= 3.20 names the empty entry
         self.reference_combo.setLayer(None)
         self.reference_combo.setToolTip("A class map or reference raster that names its classes: text classes "
                                         "of the same names get its numbers and colours (so maps and scores "
