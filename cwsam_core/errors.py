@@ -88,3 +88,11 @@ class RetrainError(TrainingDataError):
 
 class RetrainCancelled(RetrainError, Cancelled):
     """The user cancelled: no version was written, the current one stays."""
+
+
+class ChangeError(CwsamError, ValueError):
+    """Two class maps that cannot be compared, with what to do about it; nothing was written."""
+
+
+class ChangeCancelled(ChangeError, Cancelled):
+    """The user cancelled a comparison; nothing was left at the output path."""

@@ -115,7 +115,7 @@ def test_every_core_error_has_one_base():
     classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__]
     assert len(classes) >= 15 and all(issubclass(c, errors.CwsamError) for c in classes)
     assert {c.__name__ for c in classes if issubclass(c, errors.Cancelled)} == {
-        "Cancelled", "ClassificationCancelled", "VectorizeCancelled", "RetrainCancelled"}
+        "Cancelled", "ClassificationCancelled", "VectorizeCancelled", "RetrainCancelled", "ChangeCancelled"}
     # No other module of the core defines an exception class of its own.
     for path in CORE.rglob("*.py"):
         if path.name == "errors.py":

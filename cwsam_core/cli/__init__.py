@@ -15,9 +15,9 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..errors import CwsamError
-from . import classify, evaluate, export, import_authors, info, train, vectorize
+from . import change, classify, evaluate, export, import_authors, info, train, vectorize
 
-COMMANDS = (info, classify, export, train, evaluate, import_authors, vectorize)
+COMMANDS = (info, classify, export, train, evaluate, import_authors, vectorize, change)
 # What the light install (requirements-classify.txt) leaves out: training, export and .cwsam.pt models need it.
 FULL_INSTALL_MODULES = ("torch", "torchvision", "segment_anything", "onnx")
 

@@ -82,24 +82,26 @@ class ClassMatch:
 
 
 def match_classes_by_name(model: Sequence[ClassInfo], reference: Dict[int, str], what: str,
-                          ignore_values: Sequence[int] = ()) -> ClassMatch:
+                          ignore_values: Sequence[int] = (), other: str = "model") -> ClassMatch:
     """Match a reference's ``value -> name`` with the model's classes by name (case and spaces aside).
 
     The same names under other numbers are renumbered (and said); a reference name the model lacks is
     refused with both lists (``ClassSpecError``); a reference without names is scored by number (and said).
-    The reference may name fewer classes than the model. ``what`` names the reference in the lines.
+    The reference may name fewer classes than the model. ``what`` names the reference in the lines, ``other``
+    the side it is matched with ("model"; "BEFORE" for two maps).
     """
     model_values = ", ".join(f"{c.value} {c.name}" for c in model)
     named = {value: name for value, name in reference.items() if value not in set(ignore_values)}
     if not named:
-        return ClassMatch(None, f"{what} names no classes: its values are taken as the model's ({model_values})")
+        return ClassMatch(None, f"{what} names no classes: its values are taken as the {other}'s ({model_values})")
     by_name = {_key(c.name): c for c in model}
     unknown = {value: name for value, name in named.items() if _key(name) not in by_name}
     if unknown:
         given = ", ".join(f"{value} {name}" for value, name in sorted(named.items()))
-        raise ClassSpecError(f"{what} names classes the model does not have ({', '.join(sorted(unknown.values()))}): "
-                             f"reference {given}; model {model_values}. Rename them to the model's classes, or "
-                             "list their values as ignore values")
+        raise ClassSpecError(f"{what} names classes the {other} does not have ({', '.join(sorted(unknown.values()))}): "
+                             f"{'reference' if other == 'model' else what.split()[0]} {given}; {other} {model_values}. "
+                             f"Rename them to the {other}'s classes"
+                             + (", or list their values as ignore values" if other == "model" else ""))
     twice = sorted({name for name in named.values() if [_key(n) for n in named.values()].count(_key(name)) > 1})
     if twice:
         raise ClassSpecError(f"{what} gives the name {', '.join(map(repr, twice))} to more than one value: "
