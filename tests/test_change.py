@@ -136,3 +136,21 @@ def test_maps_without_names_are_compared_by_value_and_said(maps, capsys):
     summary = json.loads(out)
     assert [(t["from"], t["to"], t["pixels"]) for t in summary["transitions"]] == [("forest", "urban", 1200)]
     assert "unnamed.tif name no classes: the maps are compared by class value" in err
+
+
+DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+
+
+def test_the_same_scene_twice_with_a_model_gives_no_change(tmp_path, capsys):
+    status, out, err = change(capsys, DEMO / "scene.tif", DEMO / "scene.tif", "--model", DEMO / "model.cwsam.pt",
+                              "--device", "cpu", "--output", tmp_path / "c.tif", "--json")
+    assert status == 0, err
+    summary = json.loads(out)
+    assert summary["transitions"] == [] and summary["unchanged"]["pixels"] == 512 * 512
+    record = json.loads((tmp_path / "c.run.json").read_text())
+    assert record["before"] == str((DEMO / "scene.tif").resolve()) and record["model"].endswith("model.cwsam.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.qml", "c.run.json", "c.tif", "c.tif.aux.xml",
+                                                          "c_transitions.csv"]  # the two dates' maps were temporary
+    # A SAR scene without --model is refused, and says what to do.
+    status, _, err = change(capsys, DEMO / "scene.tif", DEMO / "reference.tif", "--output", tmp_path / "d.tif")
+    assert status == 2 and "is not a class map (2 bands)" in err and "--model" in err

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..common.paths import check_outputs, raster_input_files
-from ..engine.change import ChangeResult, change_files, compare_class_maps
-from ..errors import ChangeError, ClassSpecError
+from ..engine.change import ChangeResult, change_files, compare_dates
+from ..errors import Cancelled, ChangeError, ClassificationError, ClassSpecError
 from .common import CliError, ProgressBar, refuse_to_replace
 
 
@@ -22,14 +22,16 @@ def is_change_output(path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_outputs([("BEFORE", raster_input_files(args.before)), ("AFTER", raster_input_files(args.after))],
+    check_outputs([("BEFORE", raster_input_files(args.before)), ("AFTER", raster_input_files(args.after)),
+                   ("--model", [args.model]), ("--sam-checkpoint", [args.sam_checkpoint])],
                   [("--output", change_files(args.output))])
     refuse_to_replace(args.output, "--output", is_change_output, "a transition raster", args.overwrite,
                       [args.before, args.after])
     bar = ProgressBar("change", args.quiet or args.json)
     try:
-        result = compare_class_maps(args.before, args.after, args.output, progress=bar)
-    except (ChangeError, ClassSpecError) as exc:
+        result = compare_dates(args.before, args.after, args.output, model=args.model,
+                               sam_checkpoint=args.sam_checkpoint, device=args.device, progress=bar)
+    except (ChangeError, ClassSpecError, ClassificationError, Cancelled) as exc:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:
         raise CliError("interrupted; nothing was written") from None
@@ -67,8 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "AFTER is read on BEFORE's grid over their overlap (any CRS), classes meet by name where both maps name "
         "them, and a transition raster (0: no change), a table of pixels and hectares per from -> to pair "
         "(<output>_transitions.csv) and a run record are written.")
-    parser.add_argument("before", metavar="BEFORE", help="class map of the first date (e.g. written by classify)")
-    parser.add_argument("after", metavar="AFTER", help="class map of the second date")
+    parser.add_argument("before", metavar="BEFORE", help="class map of the first date (e.g. written by classify), "
+                        "or its SAR scene with --model")
+    parser.add_argument("after", metavar="AFTER", help="class map (or SAR scene) of the second date")
+    parser.add_argument("--model", help="classify BEFORE and AFTER (SAR scenes) with this model file or ONNX "
+                        "export first, each on its own grid")
+    parser.add_argument("--sam-checkpoint", help="with --model: the SAM checkpoint of a model fine-tuned from SAM")
+    parser.add_argument("--device", default="auto", help="with --model: auto, cpu, cuda, mps (default auto)")
     parser.add_argument("--output", required=True, help="transition GeoTIFF to write")
     parser.add_argument("--overwrite", action="store_true", help="replace a file at --output that cwsam did not write")
     parser.add_argument("--json", action="store_true", help="print one JSON object (transitions, areas) instead")

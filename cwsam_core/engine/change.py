@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from ..common.paths import PathLike, output_file_problem
 from ..errors import ChangeCancelled, ChangeError
 from ..raster.class_names import read_class_list
 from ..raster.output import category_names_aux_xml, publish, qml_text, remove_quietly, sidecars
-from .inference import pixel_areas
+from .inference import classify_file, pixel_areas
 
 LOG = logging.getLogger("cwsam")
 
@@ -88,7 +89,7 @@ def _class_map(path: Path, what: str) -> rasterio.io.DatasetReader:
         shape = f"{dataset.count} bands" if dataset.count != 1 else f"{dataset.dtypes[0]} values"
         dataset.close()
         raise ChangeError(f"{what} {path.name} is not a class map ({shape}): give class maps of one band of "
-                          "class values (cwsam classify writes them)")
+                          "class values (cwsam classify writes them), or SAR scenes of both dates with --model")
     return dataset
 
 
@@ -116,12 +117,37 @@ def _strips(window: Window, rows: int) -> Iterator[Window]:
         yield Window(window.col_off, row, window.width, min(rows, int(window.row_off + window.height) - row))
 
 
+def compare_dates(before: PathLike, after: PathLike, output: PathLike, model: Optional[PathLike] = None,
+                  sam_checkpoint: Optional[PathLike] = None, device: str = "auto",
+                  progress: Optional[Callable[[float, str], None]] = None,
+                  should_cancel: Optional[Callable[[], bool]] = None) -> ChangeResult:
+    """:func:`compare_class_maps` of two class maps, or of two SAR scenes classified first with ``model`` (the
+    same model for both dates, each scene on its own grid, into a temporary folder)."""
+    if model is None:
+        return compare_class_maps(before, after, output, progress=progress, should_cancel=should_cancel)
+    problem = output_file_problem(output, "transition raster", "change.tif")
+    if problem:  # before any classification
+        raise ChangeError(problem)
+    share = (lambda start: None if progress is None else
+             (lambda fraction, message: progress(start + 0.4 * fraction, message)))
+    with tempfile.TemporaryDirectory(prefix="cwsam-change-") as folder:
+        maps = [classify_file(scene, Path(folder) / f"{what}.tif", model, sam_checkpoint=sam_checkpoint,
+                              device=device, progress=share(0.4 * index), should_cancel=should_cancel).output
+                for index, (what, scene) in enumerate((("before", before), ("after", after)))]
+        final = None if progress is None else (lambda fraction, message: progress(0.8 + 0.2 * fraction, message))
+        return compare_class_maps(*maps, output, progress=final, should_cancel=should_cancel,
+                                  sources={"before": str(Path(before).resolve()), "after": str(Path(after).resolve()),
+                                           "model": str(Path(model).resolve())})
+
+
 def compare_class_maps(before_path: PathLike, after_path: PathLike, output: PathLike, rows: int = 512,
                        progress: Optional[Callable[[float, str], None]] = None,
-                       should_cancel: Optional[Callable[[], bool]] = None) -> ChangeResult:
+                       should_cancel: Optional[Callable[[], bool]] = None,
+                       sources: Optional[dict] = None) -> ChangeResult:
     """Write the transition raster of ``before_path`` -> ``after_path`` at ``output`` (with its table and run
     record), reading both maps strip by strip over their overlap; ``ChangeError`` before any work when they
-    cannot be compared, ``ChangeCancelled`` (nothing left) when ``should_cancel`` says so."""
+    cannot be compared, ``ChangeCancelled`` (nothing left) when ``should_cancel`` says so. ``sources``: what the
+    run record names as the inputs when the maps are intermediate (SAR scenes and their model)."""
     before_path, after_path, output = Path(before_path), Path(after_path), Path(output)
     problem = output_file_problem(output, "transition raster", "change.tif")
     if problem:
@@ -204,7 +230,7 @@ def compare_class_maps(before_path: PathLike, after_path: PathLike, output: Path
             if vrt is not None:
                 vrt.close()
     record = {"cwsam_version": __version__, "command": "change", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "before": str(before_path.resolve()), "after": str(after_path.resolve()),
+              **(sources or {"before": str(before_path.resolve()), "after": str(after_path.resolve())}),
               "outputs": {"transitions": str(output), "table": str(result.table)}, "notes": notes,
               "unchanged_pixels": result.unchanged_pixels, "area_unit": area_unit,
               "transitions": [t.__dict__ for t in result.transitions]}
