@@ -118,7 +118,8 @@ def test_missing_dependencies_show_messages_not_exceptions(tmp_path):
     assert out["tab"] == "Setup"
     assert "make setup" in out["setup"] and str(empty) in out["setup"]
     assert "cannot import" in out["classify_status"] and not out["task_started"]
-    assert out["algorithms"] == ["cwsam:classify", "cwsam:evaluate", "cwsam:retrain", "cwsam:train"]  # all listed, even without torch
+    assert out["algorithms"] == ["cwsam:change", "cwsam:classify", "cwsam:evaluate", "cwsam:retrain",
+                                 "cwsam:train"]  # all listed, even without torch
     assert "dependencies cannot be imported" in out["processing"]
 
 
@@ -151,7 +152,8 @@ def test_packaged_zip_loads_from_an_extracted_copy(tmp_path):
     assert out["missing"] == []
     assert out["plugin_file"].startswith(str(plugins))
     assert out["cwsam_core"].startswith(str(plugins / "cwsam_qgis" / "libs"))  # the bundled engine
-    assert out["algorithms"] == ["cwsam:classify", "cwsam:evaluate", "cwsam:retrain", "cwsam:train"]
+    assert out["algorithms"] == ["cwsam:change", "cwsam:classify", "cwsam:evaluate", "cwsam:retrain",
+                                 "cwsam:train"]
     assert out["task_started"] and out["processing"] == "ok"
     assert (tmp_path / "qp.tif").is_file()
 

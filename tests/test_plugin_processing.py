@@ -31,11 +31,12 @@ def read(path) -> np.ndarray:
         return src.read(1)
 
 
-def test_the_four_algorithms_are_registered(processing):
+def test_the_five_algorithms_are_registered(processing):
     registry = QgsApplication.processingRegistry()
     names = {a.id(): a.displayName() for a in registry.providerById("cwsam").algorithms()}
     assert names == {"cwsam:classify": "Classify SAR raster", "cwsam:train": "Fine-tune CWSAM from polygons",
-                     "cwsam:evaluate": "Evaluate CWSAM model", "cwsam:retrain": "Retrain CWSAM from corrections"}
+                     "cwsam:evaluate": "Evaluate CWSAM model", "cwsam:retrain": "Retrain CWSAM from corrections",
+                     "cwsam:change": "Change between two dates"}
 
 
 def test_classify_algorithm_gives_the_dock_output(processing, qtbot, tmp_path, model_file):
@@ -168,3 +169,26 @@ def test_algorithms_refuse_bad_input_with_a_message(processing, tmp_path, model_
         processing.run("cwsam:classify", {"INPUT": str(vector), "MODEL": str(model_file),
                                           "OUTPUT": str(tmp_path / "d.tif")})
     assert not any((tmp_path / n).exists() for n in ("a.tif", "b.tif", "c.tif", "d.tif", "e.tif"))
+
+
+def test_change_algorithm_gives_the_transitions_of_two_maps(processing, tmp_path):
+    from test_change import FOREST, URBAN, write_map
+
+    before = np.full((60, 80), FOREST, dtype=np.uint8)
+    after = before.copy()
+    after[10:20, 30:50] = URBAN  # 200 pixels of 100 m²: 2 ha
+    result = processing.run("cwsam:change", {
+        "BEFORE": str(write_map(tmp_path / "before.tif", before)),
+        "AFTER": str(write_map(tmp_path / "after.tif", after[5:, 10:], col=10, row=5)),
+        "DEVICE": 1, "OUTPUT": str(tmp_path / "change.tif")})
+    assert result["CHANGED_HECTARES"] == pytest.approx(2.0)
+    assert Path(result["TABLE"]) == tmp_path / "change_transitions.csv" and Path(result["TABLE"]).is_file()
+    layer = QgsRasterLayer(result["OUTPUT"], "change")
+    assert layer.isValid() and isinstance(layer.renderer(), QgsPalettedRasterRenderer)  # the .qml beside it
+    assert [c.label for c in layer.renderer().classes()] == ["no change", "forest \u2192 urban"]
+    with pytest.raises(QgsProcessingException, match="do not overlap"):
+        processing.run("cwsam:change", {
+            "BEFORE": str(tmp_path / "before.tif"),
+            "AFTER": str(write_map(tmp_path / "far.tif", before, origin=(700_000.0, 4_500_000.0))),
+            "OUTPUT": str(tmp_path / "refused.tif")})
+    assert not (tmp_path / "refused.tif").exists()

@@ -154,6 +154,15 @@ def evaluate(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCanc
             "per_class": metrics.per_class([c.value for c in card.classes], [c.name for c in card.classes])}
 
 
+def change(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel) -> Any:
+    """``engine.change.compare_dates``: the transitions of two class maps, or of two scenes and a model."""
+    from ..engine.change import compare_dates
+
+    return compare_dates(args["before"], args["after"], args["output"], model=_optional_path(args.get("model")),
+                         sam_checkpoint=_optional_path(args.get("sam_checkpoint")),
+                         device=args.get("device") or "auto", progress=progress, should_cancel=should_cancel)
+
+
 def class_list(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCancel) -> Dict[str, Any]:
     """The classes a class raster names (value, name, colour), for numbering new classes as it does."""
     from ..raster.class_names import read_class_list, read_class_names
@@ -163,5 +172,5 @@ def class_list(args: Dict[str, Any], progress: Progress, should_cancel: ShouldCa
 
 JOBS: Dict[str, Callable[[Dict[str, Any], Progress, ShouldCancel], Any]] = {
     "check": check, "fit": fit, "classify": classify, "vectorize": vectorize, "train": train, "retrain": retrain,
-    "compare": compare, "evaluate": evaluate, "class_list": class_list,
+    "compare": compare, "evaluate": evaluate, "class_list": class_list, "change": change,
 }

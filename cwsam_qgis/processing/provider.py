@@ -1,5 +1,5 @@
-"""The "cwsam" Processing provider: classify, fine-tune, evaluate and retrain from corrections, for the Toolbox, the Model
-Designer, batch mode and ``qgis_process``."""
+"""The "cwsam" Processing provider: classify, fine-tune, evaluate, retrain from corrections and change between two
+dates, for the Toolbox, the Model Designer, batch mode and ``qgis_process``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from qgis.core import Qgis, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .. import messages
+from .change_algorithm import ChangeAlgorithm
 from .classify_algorithm import ClassifyAlgorithm
 from .evaluate_algorithm import EvaluateAlgorithm
 from .retrain_algorithm import RetrainAlgorithm
@@ -35,7 +36,7 @@ class CwsamProvider(QgsProcessingProvider):
         return ["tif"]  # the engine writes GeoTIFF only
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in (ClassifyAlgorithm, TrainAlgorithm, EvaluateAlgorithm, RetrainAlgorithm):
+        for algorithm in (ClassifyAlgorithm, TrainAlgorithm, EvaluateAlgorithm, RetrainAlgorithm, ChangeAlgorithm):
             # addAlgorithm runs initAlgorithm from C++, where a Python exception aborts or reaches the user:
             # try it on a throw-away instance first, so one broken algorithm leaves the others and QGIS be.
             try:
