@@ -98,6 +98,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_classify.py
 	$(PY) bench/bench_vectorize.py
+	$(PY) bench/bench_change.py --size 8192
 	$(PY) bench/bench_onnx.py
 	$(PY) bench/bench_review_loop.py
 	$(PY) bench/bench_worker.py

@@ -1,4 +1,4 @@
-"""The CWSAM dock: Classify, Review, Fine-tune and Setup tabs."""
+"""The CWSAM dock: Classify, Review, Change, Fine-tune and Setup tabs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Optional
 from qgis.PyQt.QtWidgets import QDockWidget, QTabWidget, QWidget
 
 from . import dependencies
+from .widgets.change_panel import ChangePanel
 from .widgets.classify_panel import ClassifyPanel
 from .widgets.review_panel import ReviewPanel
 from .widgets.setup_panel import SetupPanel
@@ -23,10 +24,12 @@ class CwsamDock(QDockWidget):
         self.tabs = QTabWidget(self)
         self.classify_panel = ClassifyPanel(iface, self.tabs)
         self.review_panel = ReviewPanel(iface, self.tabs)
+        self.change_panel = ChangePanel(iface, self.tabs)
         self.train_panel = TrainPanel(iface, self.tabs)
         self.setup_panel = SetupPanel(report, self.tabs)
         self.tabs.addTab(self.classify_panel, "Classify")
         self.tabs.addTab(self.review_panel, "Review")
+        self.tabs.addTab(self.change_panel, "Change")
         self.tabs.addTab(self.train_panel, "Fine-tune")
         self.tabs.addTab(self.setup_panel, "Setup")
         if report is not None and not report.ok:
@@ -58,6 +61,7 @@ class CwsamDock(QDockWidget):
         """Stop running tasks before the plugin unloads."""
         self.classify_panel.shutdown()
         self.review_panel.shutdown()
+        self.change_panel.shutdown()
         stop = getattr(self.train_panel, "shutdown", None)
         if stop is not None:
             stop()

@@ -70,10 +70,10 @@ def run_to_end(qtbot, panel) -> None:
     qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
 
 
-def test_dock_has_the_four_tabs(dock):
+def test_dock_has_the_five_tabs(dock):
     _, plugin, _ = dock
     tabs = plugin.dock.tabs
-    assert [tabs.tabText(i) for i in range(tabs.count())] == ["Classify", "Review", "Fine-tune", "Setup"]
+    assert [tabs.tabText(i) for i in range(tabs.count())] == ["Classify", "Review", "Change", "Fine-tune", "Setup"]
     plugin.dock_action.trigger()
     assert plugin.dock.isHidden() and not plugin.dock_action.isChecked()
 

@@ -140,7 +140,11 @@ def compare_dates(before: PathLike, after: PathLike, output: PathLike, model: Op
                                            "model": str(Path(model).resolve())})
 
 
-def compare_class_maps(before_path: PathLike, after_path: PathLike, output: PathLike, rows: int = 512,
+STRIP_PIXELS = 2 ** 21  # pixels read a strip: a few tens of MB of working arrays whatever the maps' size
+CACHE_MB = 128
+
+
+def compare_class_maps(before_path: PathLike, after_path: PathLike, output: PathLike, rows: Optional[int] = None,
                        progress: Optional[Callable[[float, str], None]] = None,
                        should_cancel: Optional[Callable[[], bool]] = None,
                        sources: Optional[dict] = None) -> ChangeResult:
@@ -153,7 +157,9 @@ def compare_class_maps(before_path: PathLike, after_path: PathLike, output: Path
     if problem:
         raise ChangeError(problem)
     notes: List[str] = []
-    with _class_map(before_path, "BEFORE") as before, _class_map(after_path, "AFTER") as after:
+    # GDAL's block cache (by default a share of the machine's memory) is what would grow with the maps.
+    with rasterio.Env(GDAL_CACHEMAX=CACHE_MB), _class_map(before_path, "BEFORE") as before, \
+            _class_map(after_path, "AFTER") as after:
         window = _overlap(before, after)
         before_classes, after_classes = read_class_list(before_path), read_class_list(after_path)
         lookup = np.arange(65536, dtype=np.int64)  # AFTER's values as BEFORE's
@@ -175,7 +181,7 @@ def compare_class_maps(before_path: PathLike, after_path: PathLike, output: Path
                             height=before.height, resampling=rasterio.enums.Resampling.nearest,
                             nodata=after.nodata if after.nodata is not None else 65535)
         reader = vrt or after
-        strips = list(_strips(window, rows))
+        strips = list(_strips(window, rows or max(1, min(512, STRIP_PIXELS // int(window.width)))))
         try:
             pairs, unchanged = _count_pairs(before, reader, lookup, strips, progress, should_cancel)
         except BaseException:
