@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
-from qgis.PyQt.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from qgis.PyQt.QtWidgets import QWidget
+
+from .training_plot import figure_canvas
 
 GAIN_COLOR = "#1a9850"
 LOSS_COLOR = "#d73027"
@@ -17,13 +17,7 @@ class ChangeChart(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.figure = Figure(figsize=(4.0, 2.4), dpi=90, tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.canvas.setMinimumHeight(200)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
+        self.figure, self.canvas = figure_canvas(self, 200)
         self.axes = self.figure.add_subplot(111)
         self.rows: List[Tuple[str, float, float]] = []
         self.unit = "ha"

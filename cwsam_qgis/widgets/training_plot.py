@@ -12,6 +12,19 @@ LOSS_COLOR = "#1f5fff"
 MIOU_COLOR = "#d9a21b"
 
 
+def figure_canvas(widget: QWidget, min_height: int) -> Tuple[Figure, FigureCanvasQTAgg]:
+    """A matplotlib figure filling ``widget`` (its layout made here), at least ``min_height`` px tall: enough
+    for the axes' labels whatever the screen (a short dock scrolls the tab instead)."""
+    figure = Figure(figsize=(4.0, 2.4), dpi=90, tight_layout=True)
+    canvas = FigureCanvasQTAgg(figure)
+    canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+    canvas.setMinimumHeight(min_height)
+    layout = QVBoxLayout(widget)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(canvas)
+    return figure, canvas
+
+
 class TrainingPlot(QWidget):
     """Two curves on one time axis (epochs, fractional within an epoch).
 
@@ -21,14 +34,7 @@ class TrainingPlot(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.figure = Figure(figsize=(4.0, 2.4), dpi=90, tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        # Tall enough for both axes' labels whatever the screen: a short dock scrolls the tab instead.
-        self.canvas.setMinimumHeight(220)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
+        self.figure, self.canvas = figure_canvas(self, 220)
         self.loss_axes = self.figure.add_subplot(111)
         self.miou_axes = self.loss_axes.twinx()
         self.loss_points: List[Tuple[float, float]] = []  # (epoch position, loss)
