@@ -8,7 +8,7 @@ from typing import Optional
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtWidgets import QComboBox, QGroupBox, QLabel, QProgressBar, QPushButton, QWidget
+from qgis.PyQt.QtWidgets import QComboBox, QGroupBox, QWidget
 
 from .. import compat, messages
 from ..layers import (
@@ -16,7 +16,7 @@ from ..layers import (
 )
 from ..tasks.change_task import ChangeJob, ChangeTask, gains_and_losses
 from .change_chart import ChangeChart
-from .scrolling import run_rows, scrolling_content, wrapping_form
+from .scrolling import run_rows, run_widgets, scrolling_content, wrapping_form
 
 CHANGE_PROPERTY = "change"  # the layer's cwsam/output property: a transition raster (not a class map to review)
 
@@ -52,13 +52,7 @@ class ChangePanel(QWidget):
         self.output_widget.setFilter("GeoTIFF (*.tif)")
         self.output_widget.lineEdit().setPlaceholderText("[<before>_change.tif, beside it]")
         form.addRow("Output file", self.output_widget)
-        self.run_button = QPushButton("Compare the two dates", self)
-        self.cancel_button = QPushButton("Cancel", self)
-        self.cancel_button.setEnabled(False)
-        self.progress_bar = QProgressBar(self)
-        self.progress_bar.setRange(0, 100)
-        self.status_label = QLabel(self)
-        self.status_label.setWordWrap(True)
+        self.run_button, self.cancel_button, self.progress_bar, self.status_label = run_widgets(self, "Compare the two dates")
         self.chart = ChangeChart(self)
         content, layout = scrolling_content(self)
         layout.addWidget(dates)

@@ -13,8 +13,7 @@ from qgis.core import Qgis, QgsApplication, QgsCoordinateTransform, QgsProject, 
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox,
-    QTextBrowser, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QLineEdit, QSpinBox, QTextBrowser, QWidget,
 )
 
 from .. import compat, messages, settings
@@ -27,7 +26,7 @@ from ..tasks.classify_task import (
 )
 from ..tasks.engine_jobs import engine_job
 from ..worker_client import WorkerError
-from .scrolling import run_rows, scrolling_content, wrapping_form
+from .scrolling import run_rows, run_widgets, scrolling_content, wrapping_form
 from .setup_panel import device_line
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -210,13 +209,7 @@ class ClassifyPanel(QWidget):
         self.input_scale_combo.setToolTip("How the raster's values are scaled; auto detects it from a sample. "
                                           "They are converted to the model's scale.")
 
-        self.run_button = QPushButton("Classify SAR layer", self)
-        self.cancel_button = QPushButton("Cancel", self)
-        self.cancel_button.setEnabled(False)
-        self.progress_bar = QProgressBar(self)
-        self.progress_bar.setRange(0, 100)
-        self.status_label = QLabel(self)
-        self.status_label.setWordWrap(True)
+        self.run_button, self.cancel_button, self.progress_bar, self.status_label = run_widgets(self, "Classify SAR layer")
         self.summary = QTextBrowser(self)
         self.summary.setMinimumHeight(170)
 

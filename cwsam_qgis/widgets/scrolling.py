@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
-    QFormLayout, QFrame, QHBoxLayout, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget,
+    QFormLayout, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout, QWidget,
 )
 
 # Narrowest dock the tabs are laid out for: QGIS opens a new dock about this wide.
@@ -47,3 +47,15 @@ def run_rows(run: QPushButton, cancel: QPushButton, progress: QProgressBar) -> Q
     under.addWidget(cancel)
     rows.addLayout(under)
     return rows
+
+
+def run_widgets(parent: QWidget, text: str) -> Tuple[QPushButton, QPushButton, QProgressBar, QLabel]:
+    """A tab's run button (``text``), its Cancel (off until a run starts), progress bar and status line."""
+    run = QPushButton(text, parent)
+    cancel = QPushButton("Cancel", parent)
+    cancel.setEnabled(False)
+    progress = QProgressBar(parent)
+    progress.setRange(0, 100)
+    status = QLabel(parent)
+    status.setWordWrap(True)
+    return run, cancel, progress, status
