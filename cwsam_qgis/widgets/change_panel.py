@@ -86,8 +86,7 @@ class ChangePanel(QWidget):
             self._fail(str(exc))
             return None
         task = ChangeTask(job)
-        task.fraction_done.connect(lambda fraction, message: (self.progress_bar.setValue(int(100 * fraction)),
-                                                              self.status_label.setText(message)))
+        task.fraction_done.connect(self._on_fraction)  # bound methods: dropped with the panel
         task.outcome_ready.connect(self._on_outcome)
         self.task = task
         self.run_button.setEnabled(False)
@@ -96,6 +95,10 @@ class ChangePanel(QWidget):
         self.status_label.setText(f"Comparing {before.name()} and {after.name()}...")
         QgsApplication.taskManager().addTask(task)
         return task
+
+    def _on_fraction(self, fraction: float, message: str) -> None:
+        self.progress_bar.setValue(int(100 * fraction))
+        self.status_label.setText(message)
 
     def cancel(self) -> None:
         if self.task is not None:

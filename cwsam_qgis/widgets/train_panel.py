@@ -336,7 +336,10 @@ class TrainPanel(QWidget):
         self.raster_combo.layerChanged.connect(self._raster_changed)
         self.polygon_combo.layerChanged.connect(self._polygon_layer_changed)
         self.field_combo.fieldChanged.connect(self._field_changed)
-        self.reference_combo.layerChanged.connect(lambda _layer: self._field_changed(self.field_combo.currentField()))
+        # A bound method, not a lambda: PyQt drops the connection with the panel (a lambda outlives it, and a
+        # combo box of a closed dock that follows the project's layers would call into deleted widgets).
+        self._reference_id = ""
+        self.reference_combo.layerChanged.connect(self._reference_changed)
         self.backbone_combo.currentIndexChanged.connect(self._backbone_changed)
         self.time_spin.valueChanged.connect(self._length_changed)
         self.train_button.clicked.connect(self.start_training)
@@ -456,6 +459,14 @@ class TrainPanel(QWidget):
             rows = self._numbered_as_reference(rows)
         for field_value, value, name, color in rows:
             self._add_row(field_value, value, name, color)
+
+    def _reference_changed(self, layer) -> None:
+        """Renumber the table for another reference only: the combo box also speaks when the project's layers
+        change (while they are being removed, too), and the user's edits of the table stay then."""
+        key = layer.id() if layer is not None else ""
+        if key != self._reference_id:
+            self._reference_id = key
+            self._field_changed(self.field_combo.currentField())
 
     def _numbered_as_reference(self, rows: list) -> list:
         """Text classes renumbered (and recoloured) as the reference raster chosen names them; the others get
