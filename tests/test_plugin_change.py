@@ -56,3 +56,23 @@ def test_the_same_layer_twice_or_maps_apart_are_refused_in_words(dock, qtbot, tm
     qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
     assert panel.last_task.result is None and "do not overlap" in panel.status_label.text()
     assert not list(tmp_path.glob("near_change*"))
+
+
+def test_cancel_leaves_nothing(dock, qtbot, tmp_path):
+    from pathlib import Path
+
+    _, plugin, _ = dock
+    panel = plugin.dock.change_panel
+    demo = Path(__file__).resolve().parents[1] / "resources" / "demo"
+    panel.before_combo.setLayer(add(demo / "scene.tif", "before"))
+    panel.after_combo.setLayer(add(demo / "scene.tif", "after"))
+    panel.model_widget.setFilePath(str(demo / "model.cwsam.pt"))  # two classifications first: time to cancel
+    panel.output_widget.setFilePath(str(tmp_path / "change.tif"))
+    task = panel.start()
+    assert task is not None
+    task.fraction_done.connect(lambda _fraction, _message: panel.cancel_button.click())
+    qtbot.waitUntil(lambda: panel.task is None, timeout=TIMEOUT_MS)
+    assert panel.last_task.cancelled and panel.last_task.result is None and panel.last_task.error is None
+    assert "Cancelled: nothing was written" in panel.status_label.text() and panel.run_button.isEnabled()
+    assert list(tmp_path.iterdir()) == []
+    assert not [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.customProperty(OUTPUT_PROPERTY)]
