@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ClassSpecError
 from .card import ClassInfo, default_color
@@ -82,14 +82,17 @@ class ClassMatch:
 
 
 def match_classes_by_name(model: Sequence[ClassInfo], reference: Dict[int, str], what: str,
-                          ignore_values: Sequence[int] = (), other: str = "model") -> ClassMatch:
+                          ignore_values: Sequence[int] = (), sides: Tuple[str, str] = ("reference", "model"),
+                          ignorable: bool = True) -> ClassMatch:
     """Match a reference's ``value -> name`` with the model's classes by name (case and spaces aside).
 
     The same names under other numbers are renumbered (and said); a reference name the model lacks is
     refused with both lists (``ClassSpecError``); a reference without names is scored by number (and said).
-    The reference may name fewer classes than the model. ``what`` names the reference in the lines, ``other``
-    the side it is matched with ("model"; "BEFORE" for two maps).
+    The reference may name fewer classes than the model. ``what`` names the reference in the lines, ``sides``
+    the two lists in the refusal (("AFTER", "BEFORE") for two maps); ``ignorable``: whether the caller takes
+    ignore values, which the refusal then suggests.
     """
+    side, other = sides
     model_values = ", ".join(f"{c.value} {c.name}" for c in model)
     named = {value: name for value, name in reference.items() if value not in set(ignore_values)}
     if not named:
@@ -99,9 +102,8 @@ def match_classes_by_name(model: Sequence[ClassInfo], reference: Dict[int, str],
     if unknown:
         given = ", ".join(f"{value} {name}" for value, name in sorted(named.items()))
         raise ClassSpecError(f"{what} names classes the {other} does not have ({', '.join(sorted(unknown.values()))}): "
-                             f"{'reference' if other == 'model' else what.split()[0]} {given}; {other} {model_values}. "
-                             f"Rename them to the {other}'s classes"
-                             + (", or list their values as ignore values" if other == "model" else ""))
+                             f"{side} {given}; {other} {model_values}. Rename them to the {other}'s classes"
+                             + (", or list their values as ignore values" if ignorable else ""))
     twice = sorted({name for name in named.values() if [_key(n) for n in named.values()].count(_key(name)) > 1})
     if twice:
         raise ClassSpecError(f"{what} gives the name {', '.join(map(repr, twice))} to more than one value: "

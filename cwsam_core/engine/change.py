@@ -15,9 +15,10 @@ import logging
 import os
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -31,7 +32,7 @@ from ..common.classes import match_classes_by_name
 from ..common.paths import PathLike, output_file_problem
 from ..errors import ChangeCancelled, ChangeError
 from ..raster.class_names import read_class_list
-from ..raster.output import category_names_aux_xml, publish, qml_text, remove_quietly, sidecars
+from ..raster.output import category_names_aux_xml, colormap, publish, qml_text, remove_quietly, sidecars
 from .inference import classify_file, pixel_areas
 
 LOG = logging.getLogger("cwsam")
@@ -157,15 +158,20 @@ def compare_class_maps(before_path: PathLike, after_path: PathLike, output: Path
     if problem:
         raise ChangeError(problem)
     notes: List[str] = []
+    record = output.with_suffix(".run.json")
+    targets = [output, *sidecars(output).values(), table_path(output), record]
+    temporaries = {t: t.with_name(f".{t.name}.{os.getpid()}.partial") for t in targets}
     # GDAL's block cache (by default a share of the machine's memory) is what would grow with the maps.
-    with rasterio.Env(GDAL_CACHEMAX=CACHE_MB), _class_map(before_path, "BEFORE") as before, \
-            _class_map(after_path, "AFTER") as after:
+    with ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=CACHE_MB))
+        before = stack.enter_context(_class_map(before_path, "BEFORE"))
+        after = stack.enter_context(_class_map(after_path, "AFTER"))
         window = _overlap(before, after)
         before_classes, after_classes = read_class_list(before_path), read_class_list(after_path)
         lookup = np.arange(65536, dtype=np.int64)  # AFTER's values as BEFORE's
         if before_classes and after_classes:
             match = match_classes_by_name(before_classes, {c.value: c.name for c in after_classes},
-                                          f"AFTER {after_path.name}", other="BEFORE")
+                                          f"AFTER {after_path.name}", sides=("AFTER", "BEFORE"), ignorable=False)
             for value, mapped in (match.renumber or {}).items():
                 lookup[value] = mapped
             if match.note:
@@ -175,34 +181,29 @@ def compare_class_maps(before_path: PathLike, after_path: PathLike, output: Path
             notes.append(f"{' and '.join(unnamed)} name no classes: the maps are compared by class value")
         names = {c.value: c.name for c in before_classes}
         colours = {c.value: c.color for c in before_classes}
-        vrt = None
+        name = lambda value: names.get(value, f"class {value}")  # noqa: E731
+        reader = after
         if (after.crs, after.transform, after.shape) != (before.crs, before.transform, before.shape):
-            vrt = WarpedVRT(after, crs=before.crs, transform=before.transform, width=before.width,
-                            height=before.height, resampling=rasterio.enums.Resampling.nearest,
-                            nodata=after.nodata if after.nodata is not None else 65535)
-        reader = vrt or after
+            reader = stack.enter_context(WarpedVRT(
+                after, crs=before.crs, transform=before.transform, width=before.width, height=before.height,
+                resampling=rasterio.enums.Resampling.nearest,
+                nodata=after.nodata if after.nodata is not None else 65535))
         strips = list(_strips(window, rows or max(1, min(512, STRIP_PIXELS // int(window.width)))))
-        try:
-            pairs, unchanged = _count_pairs(before, reader, lookup, strips, progress, should_cancel)
-        except BaseException:
-            if vrt is not None:
-                vrt.close()
-            raise
-        codes = {pair: index + 1 for index, pair in enumerate(sorted(pairs))}
+        pairs, unchanged_pixels, unchanged_area, area_unit = _count_pairs(before, reader, lookup, strips, progress,
+                                                                          should_cancel)
+        ordered = sorted(pairs)  # a pair's code is its position + 1
+        if len(ordered) >= 65535:
+            raise ChangeError(f"{len(ordered):,} different transitions: the maps hold too many class values")
+        codes = {pair: index + 1 for index, pair in enumerate(ordered)}
+        sorted_keys = np.array([b * 65536 + a for b, a in ordered], dtype=np.int64)
         dtype, nodata = ("uint8", 255) if len(codes) < 255 else ("uint16", 65535)
-        if len(codes) >= 65535:
-            raise ChangeError(f"{len(codes):,} different transitions: the maps hold too many class values")
         transitions = [ClassInfo(UNCHANGED, "no change", UNCHANGED_COLOUR)] + [
-            ClassInfo(code, f"{names.get(b, f'class {b}')} {ARROW} {names.get(a, f'class {a}')}",
-                      colours.get(a, default_color(code))) for (b, a), code in codes.items()]
-        targets = [output, *sidecars(output).values(), table_path(output)]
-        temporaries = {t: t.with_name(f".{t.name}.{os.getpid()}.partial") for t in targets}
+            ClassInfo(code, f"{name(b)} {ARROW} {name(a)}", colours.get(a, default_color(code)))
+            for (b, a), code in codes.items()]
         profile = {**before.profile, "driver": "GTiff", "dtype": dtype, "nodata": nodata, "count": 1,
                    "width": int(window.width), "height": int(window.height),
                    "transform": before.window_transform(window), "compress": "deflate", "tiled": True,
                    "blockxsize": 256, "blockysize": 256}
-        order = np.array(sorted(codes), dtype=np.int64).reshape(-1, 2)
-        sorted_keys = order[:, 0] * 65536 + order[:, 1]  # the codes' order: code = position + 1
         try:
             with rasterio.open(temporaries[output], "w", **profile) as out:
                 for done, strip in enumerate(strips):
@@ -218,37 +219,27 @@ def compare_class_maps(before_path: PathLike, after_path: PathLike, output: Path
                     if progress is not None:
                         progress(0.5 + 0.5 * (done + 1) / len(strips), "writing the transitions")
                 if dtype == "uint8":
-                    out.write_colormap(1, {c.value: _rgba(c.color) for c in transitions})
-            area_unit = unchanged[2]
-            rows_out = [Transition(codes[pair], names.get(pair[0], f"class {pair[0]}"),
-                                   names.get(pair[1], f"class {pair[1]}"), count, area)
+                    out.write_colormap(1, colormap(transitions))
+            rows_out = [Transition(codes[pair], name(pair[0]), name(pair[1]), count, area)
                         for pair, (count, area) in sorted(pairs.items(), key=lambda item: -item[1][0])]
-            result = ChangeResult(output, table_path(output), output.with_suffix(".run.json"), rows_out,
-                                  unchanged[0], unchanged[1], area_unit, notes)
+            result = ChangeResult(output, table_path(output), record, rows_out, unchanged_pixels, unchanged_area,
+                                  area_unit, notes)
             temporaries[sidecars(output)["aux"]].write_text(category_names_aux_xml(transitions))
             temporaries[sidecars(output)["qml"]].write_text(qml_text(transitions))
             _write_table(temporaries[table_path(output)], result)
+            temporaries[record].write_text(json.dumps({
+                "cwsam_version": __version__, "command": "change", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **(sources or {"before": str(before_path.resolve()), "after": str(after_path.resolve())}),
+                "outputs": {"transitions": str(output), "table": str(result.table)}, "notes": notes,
+                "unchanged_pixels": unchanged_pixels, "area_unit": area_unit,
+                "transitions": [t.__dict__ for t in rows_out]}, indent=2))
             publish((temporaries[t], t) for t in reversed(targets))  # the transition raster last
         except BaseException:
             remove_quietly([*temporaries.values(), *(t.with_name(t.name + ".aux.xml") for t in temporaries.values())])
             raise
-        finally:
-            if vrt is not None:
-                vrt.close()
-    record = {"cwsam_version": __version__, "command": "change", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              **(sources or {"before": str(before_path.resolve()), "after": str(after_path.resolve())}),
-              "outputs": {"transitions": str(output), "table": str(result.table)}, "notes": notes,
-              "unchanged_pixels": result.unchanged_pixels, "area_unit": area_unit,
-              "transitions": [t.__dict__ for t in result.transitions]}
-    result.record.write_text(json.dumps(record, indent=2))
     for note in notes:
         LOG.warning(note)
     return result
-
-
-def _rgba(colour: str) -> Tuple[int, int, int, int]:
-    value = colour.lstrip("#")
-    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16), 255
 
 
 def _read(before, reader, lookup: np.ndarray, strip: Window) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -265,22 +256,16 @@ def _read(before, reader, lookup: np.ndarray, strip: Window) -> Tuple[np.ndarray
     return b, a, valid
 
 
-class _Pairs(dict):
-    """(before, after) -> [pixels, area] of the changed pairs; ``unit`` the area's."""
-
-    unit = "m2"
-
-
 def _count_pairs(before, reader, lookup: np.ndarray, strips: Sequence[Window], progress, should_cancel
-                 ) -> Tuple[_Pairs, Tuple[int, float, str]]:
-    pairs = _Pairs()
-    unchanged_pixels, unchanged_area = 0, 0.0
+                 ) -> Tuple[Dict[Tuple[int, int], List], int, float, str]:
+    """(before, after) -> [pixels, area] of the changed pairs, the unchanged pixels and area, and the area's unit."""
+    pairs: Dict[Tuple[int, int], List] = {}
+    unchanged_pixels, unchanged_area, unit = 0, 0.0, "m2"
     for done, strip in enumerate(strips):
         if should_cancel is not None and should_cancel():
             raise ChangeCancelled("comparison cancelled; nothing was written")
         b, a, valid = _read(before, reader, lookup, strip)
         areas, unit = pixel_areas(before.transform, before.crs, int(strip.row_off), int(strip.height))
-        pairs.unit = unit
         weights = np.broadcast_to(areas[:, None], b.shape)
         same = valid & (b == a)
         unchanged_pixels += int(same.sum())
@@ -295,7 +280,7 @@ def _count_pairs(before, reader, lookup: np.ndarray, strips: Sequence[Window], p
             entry[1] += area
         if progress is not None:
             progress(0.5 * (done + 1) / len(strips), "counting the transitions")
-    return pairs, (unchanged_pixels, unchanged_area, pairs.unit)
+    return pairs, unchanged_pixels, unchanged_area, unit
 
 
 def _write_table(path: Path, result: ChangeResult) -> None:
