@@ -49,3 +49,12 @@ def log_to_panel(level: int, message: str) -> None:
 
     severity = Qgis.MessageLevel.Warning if level >= logging.WARNING else Qgis.MessageLevel.Info
     QgsMessageLog.logMessage(message, LOG_TAG, severity)
+
+
+def log_and_note(level: int, message: str, note: Callable[[str], None]) -> None:
+    """A task's sink for the engine's lines, worded for the dock: each logged once in the log panel, and the
+    warnings also passed to ``note`` (the tab's notes; the information stays in the log)."""
+    message = for_the_dock(message)
+    log_to_panel(level, message)
+    if level >= logging.WARNING:
+        note(message)

@@ -8,7 +8,6 @@ runs the engine on files; the new map reaches the project in the dock, from ``fi
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -17,10 +16,9 @@ from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..layers import LayerError, RasterSource
-from ..messages import for_the_dock
 from ..worker_client import WorkerError
 from .classify_task import ClassifyRequest, area_unit, format_area, run_classification
-from .engine_jobs import LOG_TAG, engine_job, job_error, log_to_panel
+from .engine_jobs import LOG_TAG, engine_job, job_error, log_and_note, log_to_panel
 from .train_task import progress_fraction, remove_files
 
 # Share of the progress bar taken by training; classifying with the new version takes the rest.
@@ -180,9 +178,7 @@ class RetrainTask(QgsTask):
         self.fraction_done.emit(fraction, message)
 
     def _log(self, level: int, message: str) -> None:  # worker thread
-        log_to_panel(level, for_the_dock(message))  # logged once, here
-        if level >= logging.WARNING:  # the tab's notes are the warnings; the information stays in the log
-            self.note.emit(for_the_dock(message))
+        log_and_note(level, message, self.note.emit)
 
     def run(self) -> bool:  # worker thread
         self.outcome = run_retrain(self.job, self._progress, self.isCanceled, log=self._log)

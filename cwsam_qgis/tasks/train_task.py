@@ -19,7 +19,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 from ..layers import LayerError
 from ..messages import for_the_dock
 from ..worker_client import WorkerError
-from .engine_jobs import LOG_TAG, engine_job, job_error, log_to_panel
+from .engine_jobs import LOG_TAG, engine_job, job_error, log_and_note, log_to_panel
 
 
 @dataclass
@@ -145,9 +145,7 @@ class TrainTask(QgsTask):
                                  float(info["best_miou"]))
 
     def _log(self, level: int, message: str) -> None:  # worker thread
-        log_to_panel(level, for_the_dock(message))  # logged once, here
-        if level >= logging.WARNING:  # the tab's notes are the warnings; the information stays in the log
-            self.note.emit(for_the_dock(message))
+        log_and_note(level, message, self.note.emit)
 
     def run(self) -> bool:  # worker thread
         self.outcome = run_training(self.job, self._progress, self.isCanceled, log=self._log)
