@@ -132,8 +132,7 @@ class SetupPanel(QWidget):
         if report is not None:
             self.show_report(report)
         else:  # the plugin's load-time check is still running: its report comes with Dock.set_dependency_report
-            where = dependencies.configured_environment() or "(none found)"
-            self.status_label.setText(f"Checking the engine in {where}...")
+            self._show_checking()
 
     def recheck(self) -> dependencies.DependencyReport:
         """Save the environment setting and ask an engine process of that environment what imports there
@@ -150,14 +149,17 @@ class SetupPanel(QWidget):
             return None
         settings.set_value(settings.PYTHON_ENV, self.env_widget.filePath().strip())
         _DEVICE_LINES.clear()
-        where = dependencies.configured_environment()
-        self.status_label.setText(f"Checking the engine in {where or '(no environment found)'}...")
+        self._show_checking()
         self.check_button.setEnabled(False)
         task = CheckTask(settings.value(settings.DEVICE))
         task.report_ready.connect(self._check_done)
         self.check_task = task
         QgsApplication.taskManager().addTask(task)
         return task
+
+    def _show_checking(self) -> None:
+        where = dependencies.configured_environment()
+        self.status_label.setText(f"Checking the engine in {where or '(no environment found)'}...")
 
     def _check_done(self, report: dependencies.DependencyReport) -> None:
         self.check_task = None
