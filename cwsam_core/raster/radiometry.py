@@ -28,6 +28,7 @@ from rasterio.windows import Window
 
 from ..common.card import INPUT_SCALES
 from ..errors import RadiometryError
+from .class_names import read_class_names
 from .windows import clip_window
 
 AUTO = "auto"
@@ -313,8 +314,6 @@ def refuse_class_map(dataset: rasterio.io.DatasetReader, band_indexes: Sequence[
     """A ``RadiometryError`` when the bands to read are a class map, not SAR: a colour table, or class names (band
     tags, category names, an attribute table). A class map given as the image would train a model on its own
     labels (validation mIoU 1.0) or classify classes."""
-    from .class_names import read_class_names  # the sidecars beside the file
-
     interpretation = getattr(dataset, "colorinterp", None)  # a scene of several files has none of its own
     palette = [b for b in band_indexes
                if interpretation and interpretation[b - 1] == rasterio.enums.ColorInterp.palette]
